@@ -1,0 +1,112 @@
+"""The CRM application factory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+
+from crm.config import Settings
+from crm.extensions import babel, csrf, db, htmx, login_manager, migrate
+
+LANGUAGES = ["en", "pl", "de", "cs"]
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    instance_path = Path(os.environ.get("CRM_INSTANCE_PATH") or Path.cwd() / "instance")
+    app = Flask(__name__, instance_path=str(instance_path.resolve()))
+    settings = Settings.from_env(Path(app.instance_path))
+    app.config.update(settings.flask_config())
+    if config:
+        app.config.update(config)
+
+    _init_extensions(app)
+    _register_blueprints(app)
+    _register_request_hooks(app)
+    _register_cli(app)
+
+    from crm.web import templating
+    from crm.web.errors import register_error_handlers
+
+    templating.init_app(app)
+    register_error_handlers(app)
+    return app
+
+
+def _init_extensions(app: Flask) -> None:
+    from crm import queue
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
+    csrf.init_app(app)
+    htmx.init_app(app)
+    babel.init_app(app, locale_selector=_select_locale, timezone_selector=_select_timezone)
+    login_manager.init_app(app)
+    queue.init_app(app)
+    _import_models()
+
+
+def _import_models() -> None:
+    """Every model module, so metadata (and Alembic autogenerate) sees all tables."""
+    import crm.attachments.models
+    import crm.auth.models
+    import crm.clients.models
+    import crm.deals.models
+    import crm.fields.models
+    import crm.notes.models
+    import crm.org.models
+    import crm.tasks.models  # noqa: F401
+
+
+def _register_blueprints(app: Flask) -> None:
+    from crm.attachments.views import bp as attachments_bp
+    from crm.auth.views import bp as auth_bp
+    from crm.clients.views import bp as clients_bp
+    from crm.deals.views import bp as deals_bp
+    from crm.fields.views import bp as fields_bp
+    from crm.notes.views import bp as notes_bp
+    from crm.org.views import bp as org_bp
+    from crm.tasks.views import bp as tasks_bp
+    from crm.web.views import bp as web_bp
+
+    for blueprint in (
+        web_bp, auth_bp, clients_bp, fields_bp, notes_bp, attachments_bp, tasks_bp, deals_bp,
+        org_bp,
+    ):
+        app.register_blueprint(blueprint)
+
+
+def _register_request_hooks(app: Flask) -> None:
+    from crm.web.access import enforce_access
+    from crm.web.security import apply_security_headers
+
+    app.before_request(enforce_access)
+    app.after_request(apply_security_headers)
+
+
+def _register_cli(app: Flask) -> None:
+    from crm.auth.cli import users_cli
+    from crm.cli import bootstrap_command, demo_command, serve_command
+    from crm.fields.cli import fields_cli
+
+    app.cli.add_command(users_cli)
+    app.cli.add_command(fields_cli)
+    app.cli.add_command(demo_command)
+    app.cli.add_command(serve_command)
+    app.cli.add_command(bootstrap_command)
+
+
+def _select_locale() -> str | None:
+    from flask_login import current_user
+
+    if current_user and current_user.is_authenticated and current_user.locale:
+        return current_user.locale
+    return request.accept_languages.best_match(LANGUAGES) or "en"
+
+
+def _select_timezone() -> str:
+    from crm.org.services import organisation
+
+    return organisation().timezone

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy.orm.attributes import flag_modified
+
+from crm.attachments.services import client_attachments, remove_stored_files
+from crm.auth.permissions import Permission
+from crm.clients import listing
+from crm.clients.forms import CORE_GROUPS, client_form
+from crm.clients.models import Client
+from crm.clients.policy import get_client_or_404
+from crm.clients.services import apply_form, create_client, delete_client
+from crm.deals.services import client_deals
+from crm.extensions import db
+from crm.fields.models import CustomField
+from crm.fields.services import active_fields
+from crm.fields.values import display, form_value
+from crm.notes.services import NOTE_PAGE, timeline_page
+from crm.org.services import organisation
+from crm.tasks.services import open_tasks_for_client
+from crm.web.access import requires
+from crm.web.render import htmx_redirect, render
+
+bp = Blueprint("clients", __name__, url_prefix="/clients", template_folder="templates")
+
+
+def _list_request() -> listing.ListRequest:
+    args = request.args
+    return listing.ListRequest(
+        q=args.get("q", "")[:200],
+        sort=args.get("sort", "name"),
+        desc=args.get("dir") == "desc",
+        after=args.get("after") or None,
+        # "last=1" pages backwards from the end: the last page without counting rows.
+        before=args.get("before") or ("" if args.get("last") else None),
+    )
+
+
+@bp.route("/")
+@requires(Permission.CLIENTS_VIEW)
+def index() -> ResponseReturnValue:
+    fields = active_fields()
+    columns = listing.chosen_columns(current_user.preferences.get("client_columns"), fields)
+    list_request = _list_request()
+    result = listing.list_clients(current_user, list_request, fields, columns)
+    return render(
+        "clients/index.html",
+        "clients/_list.html",
+        result=result,
+        q=list_request.q,
+        all_columns=listing.available_columns(fields),
+        display=display,
+    )
+
+
+@bp.route("/columns", methods=["POST"])
+@requires(Permission.CLIENTS_VIEW)
+def columns() -> ResponseReturnValue:
+    known = {c.key for c in listing.available_columns(active_fields())}
+    if request.form.get("reset"):
+        current_user.preferences.pop("client_columns", None)
+    else:
+        chosen = [k for k in request.form.getlist("columns") if k in known]
+        current_user.preferences["client_columns"] = chosen
+    flag_modified(current_user, "preferences")
+    db.session.commit()
+    keep = {k: v for k, v in request.form.items() if k in ("q", "sort", "dir") and v}
+    return redirect(url_for("clients.index", **keep))
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@requires(Permission.CLIENTS_EDIT)
+def create() -> ResponseReturnValue:
+    fields = active_fields()
+    form = client_form(fields, organisation().default_phone_region)
+    if request.method == "GET":
+        form.owner_id.data = str(current_user.id)
+    if form.validate_on_submit():
+        client = create_client(form, current_user)
+        db.session.commit()
+        flash(_("Client %(name)s created.", name=client.display_name), "success")
+        return redirect(url_for("clients.card", client_id=client.id))
+    return render("clients/form.html", form=form, client=None, fields=fields)
+
+
+def _card_context(client: Client) -> dict[str, object]:
+    fields = active_fields()
+    notes, more_notes = timeline_page(client.id, before=None, limit=NOTE_PAGE)
+    return {
+        "client": client,
+        "fields": fields,
+        "notes": notes,
+        "more_notes": more_notes,
+        "attachments": client_attachments(client.id),
+        "tasks": open_tasks_for_client(client.id),
+        "deals": client_deals(client.id),
+        "display": display,
+    }
+
+
+@bp.route("/<int:client_id>")
+@requires(Permission.CLIENTS_VIEW)
+def card(client_id: int) -> ResponseReturnValue:
+    client = get_client_or_404(current_user, client_id)
+    return render("clients/card.html", **_card_context(client))
+
+
+@bp.route("/<int:client_id>/edit", methods=["GET", "POST"])
+@requires(Permission.CLIENTS_EDIT)
+def edit(client_id: int) -> ResponseReturnValue:
+    client = get_client_or_404(current_user, client_id)
+    fields = active_fields()
+    form = client_form(fields, organisation().default_phone_region, obj=client)
+    if request.method == "GET":
+        _fill(form, client, fields)
+    if form.validate_on_submit():
+        apply_form(client, form)
+        db.session.commit()
+        flash(_("Saved."), "success")
+        return redirect(url_for("clients.card", client_id=client.id))
+    return render("clients/form.html", form=form, client=client, fields=fields)
+
+
+def _fill(form, client: Client, fields: list[CustomField]) -> None:  # type: ignore[no-untyped-def]
+    """Put the stored values into a form (for GET)."""
+    if "owner_id" in form:
+        form.owner_id.data = str(client.owner_id or "")
+    if "tags" in form:
+        form.tags.data = ", ".join(t.name for t in client.tags)
+    for name in ("first_name", "last_name", "company", "email", "phone", "street",
+                 "postal_code", "city", "country"):
+        if name in form:
+            form[name].data = getattr(client, name)
+    for field in fields:
+        name = f"cf_{field.key}"
+        if name in form:
+            form[name].data = form_value(field, client.custom.get(field.key))
+
+
+def _group_inputs(group: str, fields: list[CustomField]) -> tuple[tuple[str, ...], str]:
+    """The form inputs an inline-edit group edits, and its label; 404 if unknown."""
+    if group in CORE_GROUPS:
+        labels = {
+            "name": _("Name"), "email": _("Email"), "phone": _("Phone"),
+            "address": _("Address"), "owner": _("Owner"), "tags": _("Tags"),
+        }
+        return CORE_GROUPS[group], labels[group]
+    for field in fields:
+        if group == f"cf_{field.key}":
+            return (group,), field.label
+    abort(404)
+
+
+@bp.route("/<int:client_id>/groups/<group>")
+@requires(Permission.CLIENTS_VIEW)
+def show_group(client_id: int, group: str) -> ResponseReturnValue:
+    client = get_client_or_404(current_user, client_id)
+    fields = active_fields()
+    _group_inputs(group, fields)
+    return render("clients/_group.html", client=client, group=group, fields=fields,
+                  display=display)
+
+
+@bp.route("/<int:client_id>/groups/<group>/edit", methods=["GET", "POST"])
+@requires(Permission.CLIENTS_EDIT)
+def edit_group(client_id: int, group: str) -> ResponseReturnValue:
+    client = get_client_or_404(current_user, client_id)
+    fields = active_fields()
+    inputs, label = _group_inputs(group, fields)
+    form = client_form(fields, organisation().default_phone_region, only=inputs)
+    if request.method == "GET":
+        _fill(form, client, fields)
+    elif form.validate_on_submit():
+        apply_form(client, form)
+        db.session.commit()
+        return render("clients/_group.html", client=client, group=group, fields=fields,
+                      display=display)
+    # Validation errors come back with 200 so htmx swaps them in next to the inputs.
+    return render("clients/_group_edit.html", client=client, group=group, form=form,
+                  label=label)
+
+
+@bp.route("/<int:client_id>/delete", methods=["GET", "POST"])
+@requires(Permission.CLIENTS_DELETE)
+def delete(client_id: int) -> ResponseReturnValue:
+    client = get_client_or_404(current_user, client_id)
+    if request.method == "POST":
+        name = client.display_name
+        storage_keys = delete_client(client)
+        db.session.commit()
+        remove_stored_files(storage_keys)
+        flash(_("Client %(name)s and everything on their card was deleted.", name=name),
+              "success")
+        return htmx_redirect(url_for("clients.index"))
+    return render("clients/delete.html", client=client)

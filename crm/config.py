@@ -1,0 +1,132 @@
+"""Settings read from CRM_* environment variables.
+
+Every setting has a default that runs the embedded mode: SQLite under instance/,
+Dramatiq workers as threads in the web process, email written to instance/outbox/.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Settings:
+    """Everything the app reads from the environment, resolved once at start-up."""
+
+    instance_path: Path
+    secret_key: str | None = None
+    database_url: str | None = None
+    broker_url: str | None = None
+    smtp_url: str | None = None
+    base_url: str = "http://127.0.0.1:5000"
+    trusted_proxies: list[str] = field(default_factory=list)
+    upload_dir: Path | None = None
+    max_upload_mb: int = 20
+    mail_from: str = "CRM <crm@localhost>"
+    secure_cookies: bool = False
+    embedded_workers: bool = True
+
+    @classmethod
+    def from_env(cls, instance_path: Path) -> Settings:
+        proxies = _env("CRM_TRUSTED_PROXIES", "") or ""
+        upload = _env("CRM_UPLOAD_DIR")
+        base_url = _env("CRM_BASE_URL", "http://127.0.0.1:5000") or ""
+        return cls(
+            instance_path=instance_path,
+            secret_key=_env("CRM_SECRET_KEY"),
+            database_url=_env("CRM_DATABASE_URL"),
+            broker_url=_env("CRM_BROKER_URL"),
+            smtp_url=_env("CRM_SMTP_URL"),
+            base_url=base_url.rstrip("/"),
+            trusted_proxies=[p.strip() for p in proxies.split(",") if p.strip()],
+            upload_dir=Path(upload) if upload else None,
+            max_upload_mb=_env_int("CRM_MAX_UPLOAD_MB", 20),
+            mail_from=_env("CRM_MAIL_FROM", "CRM <crm@localhost>") or "",
+            secure_cookies=_env_bool("CRM_SECURE_COOKIES", base_url.startswith("https://")),
+            embedded_workers=_env_bool("CRM_EMBEDDED_WORKERS", True),
+        )
+
+    def flask_config(self) -> dict[str, Any]:
+        """The Flask config keys derived from these settings."""
+        db_url = self.database_url or f"sqlite:///{self.instance_path / 'crm.sqlite3'}"
+        return {
+            "SECRET_KEY": self.secret_key or _instance_secret(self.instance_path),
+            "SQLALCHEMY_DATABASE_URI": normalise_database_url(db_url),
+            "SQLALCHEMY_ENGINE_OPTIONS": engine_options(db_url),
+            "CRM_BROKER_URL": self.broker_url,
+            "CRM_SMTP_URL": self.smtp_url,
+            "CRM_BASE_URL": self.base_url,
+            "CRM_TRUSTED_PROXIES": self.trusted_proxies,
+            "CRM_UPLOAD_DIR": str(self.upload_dir or self.instance_path / "uploads"),
+            "CRM_OUTBOX_DIR": str(self.instance_path / "outbox"),
+            "CRM_MAIL_FROM": self.mail_from,
+            "CRM_EMBEDDED_WORKERS": self.embedded_workers,
+            "MAX_CONTENT_LENGTH": self.max_upload_mb * 1024 * 1024,
+            "CRM_MAX_UPLOAD_BYTES": self.max_upload_mb * 1024 * 1024,
+            "SESSION_COOKIE_HTTPONLY": True,
+            "SESSION_COOKIE_SAMESITE": "Lax",
+            "SESSION_COOKIE_SECURE": self.secure_cookies,
+            "REMEMBER_COOKIE_SECURE": self.secure_cookies,
+            "REMEMBER_COOKIE_HTTPONLY": True,
+            "WTF_CSRF_TIME_LIMIT": None,
+            "BABEL_DEFAULT_LOCALE": "en",
+            "BABEL_DEFAULT_TIMEZONE": "UTC",
+        }
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for plain postgresql:// URLs."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Busy timeout so concurrent writers wait instead of failing at once.
+        return {"connect_args": {"timeout": 15}}
+    return {"pool_pre_ping": True}
+
+
+def _instance_secret(instance_path: Path) -> str:
+    """A random key generated once per installation and kept in instance/.
+
+    Never a fixed default: two installations must not share a session key.
+    """
+    import secrets
+
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key

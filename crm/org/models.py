@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from sqlalchemy import JSON, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crm.extensions import db
+
+
+class Organisation(db.Model):
+    """The data controller this installation serves: one row."""
+
+    __tablename__ = "organisation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="My business")
+    legal_name: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(Text)
+    privacy_contact: Mapped[str | None] = mapped_column(String(254))
+    default_phone_region: Mapped[str] = mapped_column(String(2), default="PL")
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Warsaw")
+    default_currency: Mapped[str] = mapped_column(String(3), default="PLN")
+    default_locale: Mapped[str] = mapped_column(String(8), default="en")
+    languages: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["en", "pl", "de", "cs"])

@@ -1,0 +1,60 @@
+"""Jinja filters: dates in the organisation's time zone, numbers and money in the
+user's locale, so the same value reads '1 234,50 zł' in Polish and '1,234.50' in English."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from flask import Flask
+from flask_babel import format_currency, format_date, format_datetime, format_decimal, get_locale
+from flask_babel import gettext as _
+
+from crm import LANGUAGES
+from crm.auth.permissions import Permission
+from crm.fields.values import format_phone
+
+
+def _datetime(value: datetime | None, fmt: str = "medium") -> str:
+    return format_datetime(value, fmt) if value else ""
+
+
+def _date(value: date | None, fmt: str = "medium") -> str:
+    return format_date(value, fmt) if value else ""
+
+
+def _number(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    return format_decimal(value)
+
+
+def _money(amount: Decimal | None, currency: str) -> str:
+    if amount is None:
+        return ""
+    return format_currency(amount, currency)
+
+
+def _filesize(size: int) -> str:
+    if size < 1024:
+        return _("%(n)s B", n=size)
+    if size < 1024 * 1024:
+        return _("%(n)s KB", n=format_decimal(round(size / 1024, 1)))
+    return _("%(n)s MB", n=format_decimal(round(size / (1024 * 1024), 1)))
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters.update(
+        dt=_datetime, d=_date, number=_number, money=_money, filesize=_filesize, phone=format_phone
+    )
+    app.jinja_env.globals.update(LANGUAGES=LANGUAGES, Permission=Permission, get_locale=get_locale)
+
+    @app.context_processor
+    def _org() -> dict[str, Any]:
+        from crm.org.services import organisation
+
+        return {"org_name": organisation().name}
+
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
