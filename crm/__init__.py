@@ -72,7 +72,14 @@ def _register_blueprints(app: Flask) -> None:
     from crm.web.views import bp as web_bp
 
     for blueprint in (
-        web_bp, auth_bp, clients_bp, fields_bp, notes_bp, attachments_bp, tasks_bp, deals_bp,
+        web_bp,
+        auth_bp,
+        clients_bp,
+        fields_bp,
+        notes_bp,
+        attachments_bp,
+        tasks_bp,
+        deals_bp,
         org_bp,
     ):
         app.register_blueprint(blueprint)

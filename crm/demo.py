@@ -25,61 +25,282 @@ BATCH = 5_000
 
 PEOPLE = {
     "PL": {
-        "first_f": ["Anna", "Małgorzata", "Katarzyna", "Agnieszka", "Zofia", "Łucja", "Jadwiga",
-                    "Żaneta", "Barbara", "Ewa", "Joanna", "Magdalena", "Gabriela", "Alicja"],
-        "first_m": ["Piotr", "Krzysztof", "Paweł", "Michał", "Łukasz", "Grzegorz", "Mikołaj",
-                    "Bartłomiej", "Jakub", "Tomasz", "Andrzej", "Wojciech", "Maciej", "Zbigniew"],
-        "last": ["Nowak", "Kowalski", "Wiśniewski", "Wójcik", "Kowalczyk", "Kamiński",
-                 "Lewandowski", "Zieliński", "Szymański", "Woźniak", "Dąbrowski", "Kozłowski",
-                 "Jankowski", "Mazur", "Krawczyk", "Piątek", "Grabowski", "Pawłowski",
-                 "Michalski", "Król", "Wieczorek", "Jabłoński", "Górski", "Nowakowski",
-                 "Majewski", "Olszewski", "Stępień", "Jaworski", "Malinowski", "Dudek",
-                 "Chmielewski", "Żak", "Sęk", "Gołębiowski", "Ślusarczyk"],
-        "cities": [("Łódź", "90-001"), ("Kraków", "30-001"), ("Warszawa", "00-001"),
-                   ("Gdańsk", "80-001"), ("Wrocław", "50-001"), ("Poznań", "60-001"),
-                   ("Szczecin", "70-001"), ("Białystok", "15-001"), ("Toruń", "87-100"),
-                   ("Zielona Góra", "65-001"), ("Bielsko-Biała", "43-300"), ("Rzeszów", "35-001")],
-        "streets": ["ul. Piotrkowska", "ul. Długa", "ul. Świętokrzyska", "ul. Żeromskiego",
-                    "al. Jerozolimskie", "ul. Mickiewicza", "ul. Słoneczna", "ul. Łąkowa"],
+        "first_f": [
+            "Anna",
+            "Małgorzata",
+            "Katarzyna",
+            "Agnieszka",
+            "Zofia",
+            "Łucja",
+            "Jadwiga",
+            "Żaneta",
+            "Barbara",
+            "Ewa",
+            "Joanna",
+            "Magdalena",
+            "Gabriela",
+            "Alicja",
+        ],
+        "first_m": [
+            "Piotr",
+            "Krzysztof",
+            "Paweł",
+            "Michał",
+            "Łukasz",
+            "Grzegorz",
+            "Mikołaj",
+            "Bartłomiej",
+            "Jakub",
+            "Tomasz",
+            "Andrzej",
+            "Wojciech",
+            "Maciej",
+            "Zbigniew",
+        ],
+        "last": [
+            "Nowak",
+            "Kowalski",
+            "Wiśniewski",
+            "Wójcik",
+            "Kowalczyk",
+            "Kamiński",
+            "Lewandowski",
+            "Zieliński",
+            "Szymański",
+            "Woźniak",
+            "Dąbrowski",
+            "Kozłowski",
+            "Jankowski",
+            "Mazur",
+            "Krawczyk",
+            "Piątek",
+            "Grabowski",
+            "Pawłowski",
+            "Michalski",
+            "Król",
+            "Wieczorek",
+            "Jabłoński",
+            "Górski",
+            "Nowakowski",
+            "Majewski",
+            "Olszewski",
+            "Stępień",
+            "Jaworski",
+            "Malinowski",
+            "Dudek",
+            "Chmielewski",
+            "Żak",
+            "Sęk",
+            "Gołębiowski",
+            "Ślusarczyk",
+        ],
+        "cities": [
+            ("Łódź", "90-001"),
+            ("Kraków", "30-001"),
+            ("Warszawa", "00-001"),
+            ("Gdańsk", "80-001"),
+            ("Wrocław", "50-001"),
+            ("Poznań", "60-001"),
+            ("Szczecin", "70-001"),
+            ("Białystok", "15-001"),
+            ("Toruń", "87-100"),
+            ("Zielona Góra", "65-001"),
+            ("Bielsko-Biała", "43-300"),
+            ("Rzeszów", "35-001"),
+        ],
+        "streets": [
+            "ul. Piotrkowska",
+            "ul. Długa",
+            "ul. Świętokrzyska",
+            "ul. Żeromskiego",
+            "al. Jerozolimskie",
+            "ul. Mickiewicza",
+            "ul. Słoneczna",
+            "ul. Łąkowa",
+        ],
         "domains": ["example.com", "example.org"],
     },
     "DE": {
-        "first_f": ["Anna", "Jürgen", "Sophie", "Lena", "Käthe", "Jördis", "Hannah", "Mia",
-                    "Lea", "Ursula", "Brigitte", "Gisela"],
-        "first_m": ["Lukas", "Jürgen", "Björn", "Maximilian", "Jörg", "Günther", "Felix",
-                    "Matthias", "Sören", "Uwe", "Klaus", "Dieter"],
-        "last": ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner",
-                 "Becker", "Schulz", "Hoffmann", "Schäfer", "Koch", "Bauer", "Richter", "Klein",
-                 "Wolf", "Schröder", "Neumann", "Schwarz", "Zimmermann", "Krüger", "Hartmann",
-                 "Weiß", "Groß", "Köhler", "Böhm", "Jäger", "Günther", "Lößl"],
-        "cities": [("München", "80331"), ("Köln", "50667"), ("Düsseldorf", "40213"),
-                   ("Berlin", "10115"), ("Hamburg", "20095"), ("Nürnberg", "90402"),
-                   ("Lübeck", "23552"), ("Görlitz", "02826"), ("Würzburg", "97070")],
-        "streets": ["Hauptstraße", "Schloßallee", "Bahnhofstraße", "Königstraße", "Mühlweg",
-                    "Gartenstraße", "Lindenstraße", "Fröbelstraße"],
+        "first_f": [
+            "Anna",
+            "Jürgen",
+            "Sophie",
+            "Lena",
+            "Käthe",
+            "Jördis",
+            "Hannah",
+            "Mia",
+            "Lea",
+            "Ursula",
+            "Brigitte",
+            "Gisela",
+        ],
+        "first_m": [
+            "Lukas",
+            "Jürgen",
+            "Björn",
+            "Maximilian",
+            "Jörg",
+            "Günther",
+            "Felix",
+            "Matthias",
+            "Sören",
+            "Uwe",
+            "Klaus",
+            "Dieter",
+        ],
+        "last": [
+            "Müller",
+            "Schmidt",
+            "Schneider",
+            "Fischer",
+            "Weber",
+            "Meyer",
+            "Wagner",
+            "Becker",
+            "Schulz",
+            "Hoffmann",
+            "Schäfer",
+            "Koch",
+            "Bauer",
+            "Richter",
+            "Klein",
+            "Wolf",
+            "Schröder",
+            "Neumann",
+            "Schwarz",
+            "Zimmermann",
+            "Krüger",
+            "Hartmann",
+            "Weiß",
+            "Groß",
+            "Köhler",
+            "Böhm",
+            "Jäger",
+            "Günther",
+            "Lößl",
+        ],
+        "cities": [
+            ("München", "80331"),
+            ("Köln", "50667"),
+            ("Düsseldorf", "40213"),
+            ("Berlin", "10115"),
+            ("Hamburg", "20095"),
+            ("Nürnberg", "90402"),
+            ("Lübeck", "23552"),
+            ("Görlitz", "02826"),
+            ("Würzburg", "97070"),
+        ],
+        "streets": [
+            "Hauptstraße",
+            "Schloßallee",
+            "Bahnhofstraße",
+            "Königstraße",
+            "Mühlweg",
+            "Gartenstraße",
+            "Lindenstraße",
+            "Fröbelstraße",
+        ],
         "domains": ["example.net", "example.com"],
     },
     "CZ": {
-        "first_f": ["Jana", "Marie", "Eva", "Hana", "Anna", "Lenka", "Kateřina", "Věra",
-                    "Lucie", "Alena", "Zdeňka", "Růžena"],
-        "first_m": ["Jiří", "Jan", "Petr", "Josef", "Pavel", "Tomáš", "Jaroslav", "Miroslav",
-                    "Zdeněk", "Václav", "Michal", "Ondřej", "Bořivoj"],
-        "last": ["Novák", "Svoboda", "Novotný", "Dvořák", "Černý", "Procházka", "Kučera",
-                 "Veselý", "Horák", "Němec", "Pokorný", "Marek", "Pospíšil", "Hájek", "Jelínek",
-                 "Růžička", "Beneš", "Fiala", "Sedláček", "Doležal", "Zeman", "Kolář",
-                 "Navrátil", "Čermák", "Vaněk", "Urban", "Blažek", "Kříž", "Šťastný"],
-        "cities": [("Praha", "110 00"), ("Brno", "602 00"), ("Ostrava", "702 00"),
-                   ("Plzeň", "301 00"), ("Olomouc", "779 00"), ("České Budějovice", "370 01"),
-                   ("Hradec Králové", "500 02"), ("Ústí nad Labem", "400 01"), ("Liberec", "460 01")],
-        "streets": ["Národní", "Václavské náměstí", "Husova", "Žižkova", "Masarykova",
-                    "Nádražní", "Palackého", "Komenského"],
+        "first_f": [
+            "Jana",
+            "Marie",
+            "Eva",
+            "Hana",
+            "Anna",
+            "Lenka",
+            "Kateřina",
+            "Věra",
+            "Lucie",
+            "Alena",
+            "Zdeňka",
+            "Růžena",
+        ],
+        "first_m": [
+            "Jiří",
+            "Jan",
+            "Petr",
+            "Josef",
+            "Pavel",
+            "Tomáš",
+            "Jaroslav",
+            "Miroslav",
+            "Zdeněk",
+            "Václav",
+            "Michal",
+            "Ondřej",
+            "Bořivoj",
+        ],
+        "last": [
+            "Novák",
+            "Svoboda",
+            "Novotný",
+            "Dvořák",
+            "Černý",
+            "Procházka",
+            "Kučera",
+            "Veselý",
+            "Horák",
+            "Němec",
+            "Pokorný",
+            "Marek",
+            "Pospíšil",
+            "Hájek",
+            "Jelínek",
+            "Růžička",
+            "Beneš",
+            "Fiala",
+            "Sedláček",
+            "Doležal",
+            "Zeman",
+            "Kolář",
+            "Navrátil",
+            "Čermák",
+            "Vaněk",
+            "Urban",
+            "Blažek",
+            "Kříž",
+            "Šťastný",
+        ],
+        "cities": [
+            ("Praha", "110 00"),
+            ("Brno", "602 00"),
+            ("Ostrava", "702 00"),
+            ("Plzeň", "301 00"),
+            ("Olomouc", "779 00"),
+            ("České Budějovice", "370 01"),
+            ("Hradec Králové", "500 02"),
+            ("Ústí nad Labem", "400 01"),
+            ("Liberec", "460 01"),
+        ],
+        "streets": [
+            "Národní",
+            "Václavské náměstí",
+            "Husova",
+            "Žižkova",
+            "Masarykova",
+            "Nádražní",
+            "Palackého",
+            "Komenského",
+        ],
         "domains": ["example.org", "example.net"],
     },
 }
 COUNTRY_WEIGHTS = [("PL", 0.5), ("DE", 0.3), ("CZ", 0.2)]
-COMPANIES = ["Salon Róża", "Warsztat Łukasza", "Zahnarztpraxis Müller", "Kadeřnictví Věra",
-             "Biuro Rachunkowe Żak", "Friseur Schöne Haare", "Autoservis Dvořák",
-             "Studio Urody Łucja", "Tischlerei Köhler", "Pekárna U Hájků"]
+COMPANIES = [
+    "Salon Róża",
+    "Warsztat Łukasza",
+    "Zahnarztpraxis Müller",
+    "Kadeřnictví Věra",
+    "Biuro Rachunkowe Żak",
+    "Friseur Schöne Haare",
+    "Autoservis Dvořák",
+    "Studio Urody Łucja",
+    "Tischlerei Köhler",
+    "Pekárna U Hájků",
+]
 TAGS = ["VIP", "stały klient", "Stammkunde", "nový klient", "newsletter", "B2B", "polecenie"]
 NOTE_TEXTS = [
     "Dzwoniła w sprawie terminu, przełożyła wizytę na przyszły tydzień.",
@@ -104,7 +325,9 @@ DEMO_FIELDS = [
 
 def _phone(country: str, rng: random.Random) -> str:
     if country == "PL":
-        return f"+48{rng.choice(['501', '602', '691', '725', '790', '888'])}{rng.randrange(10**6):06d}"
+        return (
+            f"+48{rng.choice(['501', '602', '691', '725', '790', '888'])}{rng.randrange(10**6):06d}"
+        )
     if country == "DE":
         return f"+49{rng.choice(['151', '160', '170', '176'])}{rng.randrange(10**7, 10**8)}"
     return f"+420{rng.choice(['602', '603', '721', '736', '777'])}{rng.randrange(10**6):06d}"
@@ -118,8 +341,9 @@ def ensure_demo_fields() -> dict[str, CustomField]:
     return existing
 
 
-def generate_clients(count: int, rng: random.Random, keys: dict[str, str],
-                     owner_ids: list[int | None]) -> Iterator[dict[str, Any]]:
+def generate_clients(
+    count: int, rng: random.Random, keys: dict[str, str], owner_ids: list[int | None]
+) -> Iterator[dict[str, Any]]:
     """Row dicts for a bulk insert. `keys` maps demo field labels to their keys."""
     now = datetime.now(UTC)
     countries = [c for c, _ in COUNTRY_WEIGHTS]
@@ -147,20 +371,32 @@ def generate_clients(count: int, rng: random.Random, keys: dict[str, str],
         if rng.random() < 0.6:
             custom[keys["Preferred contact"]] = rng.choice(["Email", "Phone", "SMS"])
         if rng.random() < 0.4:
-            custom[keys["Interests"]] = sorted(rng.sample(["Hair", "Nails", "Massage", "Cosmetics"],
-                                                          rng.randint(1, 2)))
+            custom[keys["Interests"]] = sorted(
+                rng.sample(["Hair", "Nails", "Massage", "Cosmetics"], rng.randint(1, 2))
+            )
         if rng.random() < 0.3:
-            custom[keys["Birthday"]] = date(rng.randint(1950, 2004), rng.randint(1, 12),
-                                            rng.randint(1, 28)).isoformat()
+            custom[keys["Birthday"]] = date(
+                rng.randint(1950, 2004), rng.randint(1, 12), rng.randint(1, 28)
+            ).isoformat()
         created = now - timedelta(days=rng.randrange(1500), seconds=rng.randrange(86400))
         digits = phone.lstrip("+")
         yield {
-            "first_name": first, "last_name": last, "company": company, "email": email,
-            "phone": phone, "street": f"{rng.choice(people['streets'])} {rng.randint(1, 180)}",
-            "postal_code": postal, "city": city, "country": country,
-            "owner_id": rng.choice(owner_ids), "custom": custom,
-            "search_text": fold(" ".join(p for p in (first, last, company, email, phone, digits) if p)),
-            "created_at": created, "updated_at": created,
+            "first_name": first,
+            "last_name": last,
+            "company": company,
+            "email": email,
+            "phone": phone,
+            "street": f"{rng.choice(people['streets'])} {rng.randint(1, 180)}",
+            "postal_code": postal,
+            "city": city,
+            "country": country,
+            "owner_id": rng.choice(owner_ids),
+            "custom": custom,
+            "search_text": fold(
+                " ".join(p for p in (first, last, company, email, phone, digits) if p)
+            ),
+            "created_at": created,
+            "updated_at": created,
         }
 
 
@@ -200,7 +436,9 @@ def fill_demo(count: int, seed: int = 7, with_activity: bool = True) -> dict[str
     return stats
 
 
-def _activity(rng: random.Random, first_id: int, n: int, owner_ids: list[int | None]) -> dict[str, int]:
+def _activity(
+    rng: random.Random, first_id: int, n: int, owner_ids: list[int | None]
+) -> dict[str, int]:
     """Notes, tasks, deals and tags for the first `n` new clients."""
     from crm.clients.models import client_tags
 
@@ -209,43 +447,74 @@ def _activity(rng: random.Random, first_id: int, n: int, owner_ids: list[int | N
     notes = []
     for cid in ids:
         for _ in range(rng.randint(0, 4)):
-            notes.append({
-                "client_id": cid, "kind": rng.choice(["note", "call", "meeting", "email"]),
-                "body": rng.choice(NOTE_TEXTS), "author_id": rng.choice(owner_ids),
-                "occurred_at": now - timedelta(hours=rng.randrange(24 * 400)), "created_at": now,
-            })
+            notes.append(
+                {
+                    "client_id": cid,
+                    "kind": rng.choice(["note", "call", "meeting", "email"]),
+                    "body": rng.choice(NOTE_TEXTS),
+                    "author_id": rng.choice(owner_ids),
+                    "occurred_at": now - timedelta(hours=rng.randrange(24 * 400)),
+                    "created_at": now,
+                }
+            )
     if notes:
         db.session.execute(insert(Note.__table__), notes)
     tasks = []
-    titles = ["Oddzwonić do klienta", "Angebot nachfassen", "Poslat ceník", "Potwierdzić termin",
-              "Rechnung prüfen"]
+    titles = [
+        "Oddzwonić do klienta",
+        "Angebot nachfassen",
+        "Poslat ceník",
+        "Potwierdzić termin",
+        "Rechnung prüfen",
+    ]
     for cid in rng.sample(ids, min(len(ids), max(1, n // 5))):
-        tasks.append({
-            "title": rng.choice(titles), "client_id": cid, "assignee_id": rng.choice(owner_ids),
-            "due_date": date.today() + timedelta(days=rng.randint(-10, 30)), "status": "open",
-            "origin": "manual", "created_at": now,
-        })
+        tasks.append(
+            {
+                "title": rng.choice(titles),
+                "client_id": cid,
+                "assignee_id": rng.choice(owner_ids),
+                "due_date": date.today() + timedelta(days=rng.randint(-10, 30)),
+                "status": "open",
+                "origin": "manual",
+                "created_at": now,
+            }
+        )
     if tasks:
         db.session.execute(insert(Task.__table__), tasks)
     stages = ensure_stages()
     deals = []
     if stages:
         for cid in rng.sample(ids, min(len(ids), max(1, n // 6))):
-            deals.append({
-                "title": rng.choice(["Pakiet zabiegów", "Jahreswartung", "Svatební účes",
-                                     "Abonament kwartalny", "Beratungspaket"]),
-                "client_id": cid, "amount": Decimal(rng.randrange(200, 20000)),
-                "currency": rng.choice(["PLN", "EUR", "CZK"]), "stage_id": rng.choice(stages).id,
-                "expected_close": date.today() + timedelta(days=rng.randint(-20, 90)),
-                "owner_id": rng.choice(owner_ids), "created_at": now, "updated_at": now,
-            })
+            deals.append(
+                {
+                    "title": rng.choice(
+                        [
+                            "Pakiet zabiegów",
+                            "Jahreswartung",
+                            "Svatební účes",
+                            "Abonament kwartalny",
+                            "Beratungspaket",
+                        ]
+                    ),
+                    "client_id": cid,
+                    "amount": Decimal(rng.randrange(200, 20000)),
+                    "currency": rng.choice(["PLN", "EUR", "CZK"]),
+                    "stage_id": rng.choice(stages).id,
+                    "expected_close": date.today() + timedelta(days=rng.randint(-20, 90)),
+                    "owner_id": rng.choice(owner_ids),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
         db.session.execute(insert(Deal.__table__), deals)
     from crm.clients.services import tags_by_name
 
     tags = tags_by_name(TAGS)
     db.session.flush()
-    links = [{"client_id": cid, "tag_id": rng.choice(tags).id}
-             for cid in rng.sample(ids, min(len(ids), n // 3))]
+    links = [
+        {"client_id": cid, "tag_id": rng.choice(tags).id}
+        for cid in rng.sample(ids, min(len(ids), n // 3))
+    ]
     if links:
         db.session.execute(insert(client_tags), links)
     return {"notes": len(notes), "tasks": len(tasks), "deals": len(deals)}

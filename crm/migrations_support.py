@@ -9,5 +9,7 @@ from typing import Any
 APP_MANAGED_INDEX_PREFIX = "ix_cf_"
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     return not (type_ == "index" and name and name.startswith(APP_MANAGED_INDEX_PREFIX))

@@ -92,7 +92,7 @@ def init_app(app: Flask) -> None:
 
 def import_actors() -> None:
     """Import every domain's tasks module so its actors are declared on the broker."""
-    import crm.mail  # noqa: F401
+    import crm.mail
     import crm.tasks.tasks  # noqa: F401
 
 

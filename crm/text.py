@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 # Letters that Unicode does not decompose into base letter + accent.
-_EXTRA = str.maketrans({"ł": "l", "đ": "d", "ø": "o", "ħ": "h", "ı": "i", "æ": "ae", "œ": "oe"})
+_EXTRA = str.maketrans({"ł": "l", "đ": "d", "ø": "o", "ħ": "h", "æ": "ae", "œ": "oe"})
 
 
 def fold(text: str) -> str:

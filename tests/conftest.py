@@ -33,7 +33,9 @@ TEST_PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
         return
@@ -160,7 +162,10 @@ def make_field(label: str, field_type: str, **kw: Any):  # type: ignore[no-untyp
     from crm.fields.models import FieldType
     from crm.fields.services import FieldSpec, create_field
 
-    field = create_field(FieldSpec(label=label, field_type=FieldType(field_type),
-                                   choices=kw.pop("choices", []), **kw))
+    field = create_field(
+        FieldSpec(
+            label=label, field_type=FieldType(field_type), choices=kw.pop("choices", []), **kw
+        )
+    )
     db.session.commit()
     return field

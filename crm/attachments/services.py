@@ -24,8 +24,26 @@ from crm.extensions import db
 # What staff attach to a client: documents, images, spreadsheets, mail. Executables,
 # scripts and HTML (which a browser would run) are refused.
 ALLOWED_EXTENSIONS = {
-    "pdf", "png", "jpg", "jpeg", "gif", "webp", "heic", "txt", "csv", "rtf", "odt", "ods",
-    "doc", "docx", "xls", "xlsx", "ppt", "pptx", "eml", "msg",
+    "pdf",
+    "png",
+    "jpg",
+    "jpeg",
+    "gif",
+    "webp",
+    "heic",
+    "txt",
+    "csv",
+    "rtf",
+    "odt",
+    "ods",
+    "doc",
+    "docx",
+    "xls",
+    "xlsx",
+    "ppt",
+    "pptx",
+    "eml",
+    "msg",
 }
 # Formats with a fixed signature: the content must match the extension.
 SIGNATURES = {
@@ -74,8 +92,9 @@ def store_upload(client_id: int, upload: FileStorage, user: User) -> Attachment:
     extension = _extension(filename)
     if extension not in ALLOWED_EXTENSIONS:
         allowed = ", ".join(sorted(ALLOWED_EXTENSIONS))
-        raise UploadError(_("Files of this type cannot be attached. Allowed: %(types)s.",
-                            types=allowed))
+        raise UploadError(
+            _("Files of this type cannot be attached. Allowed: %(types)s.", types=allowed)
+        )
     limit = current_app.config["CRM_MAX_UPLOAD_BYTES"]
     key = uuid.uuid4().hex
     final = storage_path(key)
@@ -91,8 +110,9 @@ def store_upload(client_id: int, upload: FileStorage, user: User) -> Attachment:
                     head = chunk[:16]
                 size += len(chunk)
                 if size > limit:
-                    raise UploadError(_("The file is larger than the %(mb)s MB limit.",
-                                        mb=limit // (1024 * 1024)))
+                    raise UploadError(
+                        _("The file is larger than the %(mb)s MB limit.", mb=limit // (1024 * 1024))
+                    )
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()
@@ -103,13 +123,18 @@ def store_upload(client_id: int, upload: FileStorage, user: User) -> Attachment:
             raise UploadError(_("Programs and scripts cannot be attached."))
         expected = SIGNATURES.get(extension)
         if expected and not head.startswith(expected):
-            raise UploadError(_("The file's content does not match its .%(ext)s extension.",
-                                ext=extension))
+            raise UploadError(
+                _("The file's content does not match its .%(ext)s extension.", ext=extension)
+            )
         partial.replace(final)
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         attachment = Attachment(
-            client_id=client_id, filename=filename, content_type=content_type,
-            size_bytes=size, sha256=digest.hexdigest(), storage_key=key,
+            client_id=client_id,
+            filename=filename,
+            content_type=content_type,
+            size_bytes=size,
+            sha256=digest.hexdigest(),
+            storage_key=key,
             uploaded_by_id=user.id,
         )
         db.session.add(attachment)

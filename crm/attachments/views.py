@@ -43,8 +43,12 @@ def upload(client_id: int) -> ResponseReturnValue:
     except UploadError as exc:
         db.session.rollback()
         error = str(exc) or None
-    return render("attachments/_list.html", client=client,
-                  attachments=client_attachments(client.id), upload_error=error)
+    return render(
+        "attachments/_list.html",
+        client=client,
+        attachments=client_attachments(client.id),
+        upload_error=error,
+    )
 
 
 @bp.route("/attachments/<int:attachment_id>")
@@ -55,8 +59,13 @@ def download(attachment_id: int) -> ResponseReturnValue:
     if not path.exists():
         abort(404)
     # Always a download, never rendered inline: an uploaded file cannot run in our origin.
-    return send_file(path, mimetype=attachment.content_type, as_attachment=True,
-                     download_name=attachment.filename, max_age=0)
+    return send_file(
+        path,
+        mimetype=attachment.content_type,
+        as_attachment=True,
+        download_name=attachment.filename,
+        max_age=0,
+    )
 
 
 @bp.route("/attachments/<int:attachment_id>/delete", methods=["POST"])
@@ -69,5 +78,6 @@ def delete(attachment_id: int) -> ResponseReturnValue:
     db.session.commit()
     remove_stored_files([key])
     client_obj = get_client_or_404(current_user, client)
-    return render("attachments/_list.html", client=client_obj,
-                  attachments=client_attachments(client))
+    return render(
+        "attachments/_list.html", client=client_obj, attachments=client_attachments(client)
+    )

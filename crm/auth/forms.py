@@ -7,7 +7,11 @@ from wtforms.validators import DataRequired
 
 
 class LoginForm(FlaskForm):
-    email = EmailField(_l("Email"), validators=[DataRequired()], render_kw={"autocomplete": "username", "autofocus": True})
+    email = EmailField(
+        _l("Email"),
+        validators=[DataRequired()],
+        render_kw={"autocomplete": "username", "autofocus": True},
+    )
     password = PasswordField(
         _l("Password"), validators=[DataRequired()], render_kw={"autocomplete": "current-password"}
     )

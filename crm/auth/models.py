@@ -8,8 +8,8 @@ from sqlalchemy import JSON, Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.auth.permissions import ClientScope, Permission
-from crm.sqltypes import UTCDateTime, utcnow
 from crm.extensions import db
+from crm.sqltypes import UTCDateTime, utcnow
 
 
 def new_session_token() -> str:
@@ -48,9 +48,7 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Flask-Login keeps this token, not the id, in the session: rotating it signs the
     # user out everywhere (password change, 2FA reset, deactivation).
-    session_token: Mapped[str] = mapped_column(
-        String(64), unique=True, default=new_session_token
-    )
+    session_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_session_token)
     locale: Mapped[str | None] = mapped_column(String(8))
     # Per-user view settings, e.g. the chosen client list columns.
     preferences: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -7,8 +7,8 @@ from sqlalchemy import func, select
 from crm.auth.models import Role, User, new_session_token
 from crm.auth.passwords import DUMMY_HASH, MIN_LENGTH, hash_password, verify_password
 from crm.auth.permissions import SHIPPED_ROLES
-from crm.sqltypes import utcnow
 from crm.extensions import db
+from crm.sqltypes import utcnow
 
 
 class AccountError(ValueError):
@@ -25,7 +25,9 @@ def ensure_shipped_roles() -> None:
     for name, scope, permissions in SHIPPED_ROLES:
         if name not in existing:
             db.session.add(
-                Role(name=name, client_scope=scope.value, permissions=[p.value for p in permissions])
+                Role(
+                    name=name, client_scope=scope.value, permissions=[p.value for p in permissions]
+                )
             )
     db.session.flush()
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from wtforms import (
     BooleanField,
     Field,
+    SelectChoice,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -28,6 +29,7 @@ from crm.auth.models import User
 from crm.extensions import db
 from crm.fields.models import CustomField, FieldType
 from crm.fields.values import FieldValueError, parse_email, parse_phone, parse_value
+from crm.web.forms import option_values, options
 
 # Inline-edit groups on the card: which core inputs each one edits.
 CORE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -46,32 +48,53 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-def country_choices() -> list[tuple[str, str]]:
+def country_choices() -> list[SelectChoice]:
     locale = get_locale() or Locale("en")
     names = locale.territories
-    codes = ["PL", "DE", "CZ", "AT", "SK", "FR", "NL", "IT", "ES", "GB", "UA", "LT", "HU", "DK",
-             "SE", "BE", "CH"]
-    favourites = [(c, names.get(c, c)) for c in codes]
-    return [("", "—"), *favourites]
+    codes = [
+        "PL",
+        "DE",
+        "CZ",
+        "AT",
+        "SK",
+        "FR",
+        "NL",
+        "IT",
+        "ES",
+        "GB",
+        "UA",
+        "LT",
+        "HU",
+        "DK",
+        "SE",
+        "BE",
+        "CH",
+    ]
+    return options([("", "—"), *((c, names.get(c, c)) for c in codes)])
 
 
 class ClientCoreForm(FlaskForm):
-    first_name = StringField(_l("First name"), validators=[Length(max=100)],
-                             render_kw={"autocomplete": "off"})
-    last_name = StringField(_l("Last name"), validators=[Length(max=100)],
-                            render_kw={"autocomplete": "off"})
+    first_name = StringField(
+        _l("First name"), validators=[Length(max=100)], render_kw={"autocomplete": "off"}
+    )
+    last_name = StringField(
+        _l("Last name"), validators=[Length(max=100)], render_kw={"autocomplete": "off"}
+    )
     company = StringField(_l("Company"), validators=[Length(max=200)])
-    email = StringField(_l("Email"), validators=[Length(max=254)],
-                        render_kw={"type": "email", "inputmode": "email"})
-    phone = StringField(_l("Phone"), validators=[Length(max=40)],
-                        render_kw={"type": "tel", "inputmode": "tel"})
+    email = StringField(
+        _l("Email"), validators=[Length(max=254)], render_kw={"type": "email", "inputmode": "email"}
+    )
+    phone = StringField(
+        _l("Phone"), validators=[Length(max=40)], render_kw={"type": "tel", "inputmode": "tel"}
+    )
     street = StringField(_l("Street"), validators=[Length(max=200)])
     postal_code = StringField(_l("Postal code"), validators=[Length(max=20)])
     city = StringField(_l("City"), validators=[Length(max=100)])
     country = SelectField(_l("Country"), choices=[], validate_choice=False)
     owner_id = SelectField(_l("Owner"), choices=[], coerce=str, validate_choice=False)
-    tags = StringField(_l("Tags"), description=_l("Separate tags with commas."),
-                       validators=[Length(max=500)])
+    tags = StringField(
+        _l("Tags"), description=_l("Separate tags with commas."), validators=[Length(max=500)]
+    )
 
     phone_region = "PL"
     custom_fields: Sequence[CustomField] = ()
@@ -83,12 +106,13 @@ class ClientCoreForm(FlaskForm):
             self.country.choices = country_choices()
         if "owner_id" in self:
             users = db.session.execute(
-                select(User.id, User.full_name, User.email).where(User.active.is_(True))
+                select(User.id, User.full_name, User.email)
+                .where(User.active.is_(True))
                 .order_by(User.full_name, User.email)
             )
-            self.owner_id.choices = [("", _l("Nobody"))] + [
-                (str(uid), name or email) for uid, name, email in users
-            ]
+            self.owner_id.choices = options(
+                [("", _l("Nobody"))] + [(str(uid), name or email) for uid, name, email in users]
+            )
 
     def validate_email(self, field: Field) -> None:
         if field.data and field.data.strip():
@@ -105,21 +129,18 @@ class ClientCoreForm(FlaskForm):
                 raise ValidationError(str(exc)) from None
 
     def validate_owner_id(self, field: Field) -> None:
-        if field.data and field.data not in {value for value, _label in field.choices}:
+        if field.data and field.data not in option_values(field.choices):
             raise ValidationError(_l("Pick a user from the list."))
 
     def validate_country(self, field: Field) -> None:
-        if field.data and field.data not in {value for value, _label in field.choices}:
+        if field.data and field.data not in option_values(field.choices):
             raise ValidationError(_l("Pick a country from the list."))
 
     def validate(self, extra_validators: Any = None) -> bool:
         ok = super().validate(extra_validators)
         names = {"first_name", "last_name", "company"}
-        if names <= set(self._fields) and not any(
-            (self[n].data or "").strip() for n in names
-        ):
-            self.last_name.errors = [*self.last_name.errors,
-                                     _l("Enter a name or a company.")]
+        if names <= set(self._fields) and not any((self[n].data or "").strip() for n in names):
+            self.last_name.errors = [*self.last_name.errors, _l("Enter a name or a company.")]
             ok = False
         for custom in self.custom_fields:
             name = f"cf_{custom.key}"
@@ -149,11 +170,16 @@ def _custom_input(field: CustomField) -> Field:
     if kind == FieldType.CHECKBOX:
         return BooleanField(label, false_values=("", "0", "false", "n"), **kw)
     if kind == FieldType.SINGLE_CHOICE:
-        return SelectField(label, choices=[("", "—")] + [(c, c) for c in field.choices],
-                           validate_choice=False, **kw)
+        return SelectField(
+            label,
+            choices=options([("", "—")] + [(c, c) for c in field.choices]),
+            validate_choice=False,
+            **kw,
+        )
     if kind == FieldType.MULTI_CHOICE:
-        return MultiCheckboxField(label, choices=[(c, c) for c in field.choices],
-                                  validate_choice=False, **kw)
+        return MultiCheckboxField(
+            label, choices=options((c, c) for c in field.choices), validate_choice=False, **kw
+        )
     render_kw = {
         FieldType.NUMBER: {"inputmode": "decimal"},
         FieldType.DATE: {"type": "date"},

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Column, ForeignKey, Index, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from crm.sqltypes import JSONType, UTCDateTime, utcnow
 from crm.extensions import db
+from crm.sqltypes import JSONType, UTCDateTime, utcnow
 from crm.text import fold
 
 if TYPE_CHECKING:

@@ -25,9 +25,7 @@ def visible_clients(user: User) -> ColumnElement[bool]:
 def get_client_or_404(user: User, client_id: int) -> Client:
     """The client, or 404 when it does not exist or lies outside the user's scope
     (404, not 403, so ids cannot be probed)."""
-    client = db.session.scalar(
-        select(Client).where(Client.id == client_id, visible_clients(user))
-    )
+    client = db.session.scalar(select(Client).where(Client.id == client_id, visible_clients(user)))
     if client is None:
         abort(404)
     return client

@@ -56,6 +56,14 @@ def index() -> ResponseReturnValue:
     )
 
 
+@bp.route("/count")
+@requires(Permission.CLIENTS_VIEW)
+def count() -> ResponseReturnValue:
+    """The exact number of matches, asked for when the list shows 'more than 1,000'."""
+    total = listing.count_clients(current_user, request.args.get("q", "")[:200], None, cap=0)
+    return render("clients/_count.html", total=total)
+
+
 @bp.route("/columns", methods=["POST"])
 @requires(Permission.CLIENTS_VIEW)
 def columns() -> ResponseReturnValue:
@@ -130,8 +138,17 @@ def _fill(form, client: Client, fields: list[CustomField]) -> None:  # type: ign
         form.owner_id.data = str(client.owner_id or "")
     if "tags" in form:
         form.tags.data = ", ".join(t.name for t in client.tags)
-    for name in ("first_name", "last_name", "company", "email", "phone", "street",
-                 "postal_code", "city", "country"):
+    for name in (
+        "first_name",
+        "last_name",
+        "company",
+        "email",
+        "phone",
+        "street",
+        "postal_code",
+        "city",
+        "country",
+    ):
         if name in form:
             form[name].data = getattr(client, name)
     for field in fields:
@@ -144,8 +161,12 @@ def _group_inputs(group: str, fields: list[CustomField]) -> tuple[tuple[str, ...
     """The form inputs an inline-edit group edits, and its label; 404 if unknown."""
     if group in CORE_GROUPS:
         labels = {
-            "name": _("Name"), "email": _("Email"), "phone": _("Phone"),
-            "address": _("Address"), "owner": _("Owner"), "tags": _("Tags"),
+            "name": _("Name"),
+            "email": _("Email"),
+            "phone": _("Phone"),
+            "address": _("Address"),
+            "owner": _("Owner"),
+            "tags": _("Tags"),
         }
         return CORE_GROUPS[group], labels[group]
     for field in fields:
@@ -160,8 +181,7 @@ def show_group(client_id: int, group: str) -> ResponseReturnValue:
     client = get_client_or_404(current_user, client_id)
     fields = active_fields()
     _group_inputs(group, fields)
-    return render("clients/_group.html", client=client, group=group, fields=fields,
-                  display=display)
+    return render("clients/_group.html", client=client, group=group, fields=fields, display=display)
 
 
 @bp.route("/<int:client_id>/groups/<group>/edit", methods=["GET", "POST"])
@@ -176,11 +196,11 @@ def edit_group(client_id: int, group: str) -> ResponseReturnValue:
     elif form.validate_on_submit():
         apply_form(client, form)
         db.session.commit()
-        return render("clients/_group.html", client=client, group=group, fields=fields,
-                      display=display)
+        return render(
+            "clients/_group.html", client=client, group=group, fields=fields, display=display
+        )
     # Validation errors come back with 200 so htmx swaps them in next to the inputs.
-    return render("clients/_group_edit.html", client=client, group=group, form=form,
-                  label=label)
+    return render("clients/_group_edit.html", client=client, group=group, form=form, label=label)
 
 
 @bp.route("/<int:client_id>/delete", methods=["GET", "POST"])
@@ -192,7 +212,6 @@ def delete(client_id: int) -> ResponseReturnValue:
         storage_keys = delete_client(client)
         db.session.commit()
         remove_stored_files(storage_keys)
-        flash(_("Client %(name)s and everything on their card was deleted.", name=name),
-              "success")
+        flash(_("Client %(name)s and everything on their card was deleted.", name=name), "success")
         return htmx_redirect(url_for("clients.index"))
     return render("clients/delete.html", client=client)

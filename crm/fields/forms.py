@@ -6,6 +6,7 @@ from wtforms import BooleanField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from crm.fields.models import FieldType
+from crm.web.forms import options
 
 TYPE_LABELS = {
     FieldType.TEXT: _l("Text"),
@@ -24,7 +25,7 @@ TYPE_LABELS = {
 class FieldForm(FlaskForm):
     label = StringField(_l("Label"), validators=[DataRequired(), Length(max=100)])
     field_type = SelectField(
-        _l("Type"), choices=[(t.value, label) for t, label in TYPE_LABELS.items()]
+        _l("Type"), choices=options((t.value, label) for t, label in TYPE_LABELS.items())
     )
     choices = TextAreaField(
         _l("Choices"),
@@ -34,7 +35,8 @@ class FieldForm(FlaskForm):
     help_text = StringField(_l("Help text"), validators=[Length(max=300)])
     required = BooleanField(_l("Required"))
     personal_data = BooleanField(
-        _l("Personal data"), default=True,
+        _l("Personal data"),
+        default=True,
         description=_l("Included in data exports and erased on erasure."),
     )
     show_in_list = BooleanField(_l("Show as a column in the client list"))

@@ -9,7 +9,6 @@ to render them into SQL text; values always travel as bound parameters.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -45,7 +44,7 @@ def bind_value(value: Any) -> ColumnElement[Any] | Any:
     """A comparison operand for value_expr: a JSONB literal on PostgreSQL (so jsonb
     compares jsonb and the index applies), the plain value on SQLite."""
     if dialect_name() == "postgresql":
-        return cast(json.dumps(value), JSONB)
+        return cast(value, JSONB)  # the JSONB bind type serialises the value itself
     return value
 
 
@@ -70,3 +69,14 @@ def drop_index(key: str) -> None:
 
 def index_name(key: str) -> str:
     return f"ix_cf_{_checked(key)}"
+
+
+def existing_indexes() -> set[str]:
+    """Names of the custom field indexes present in the database (the inspector
+    cannot reflect expression indexes, so ask the catalogue directly)."""
+    if dialect_name() == "postgresql":
+        sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'clients'"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'clients'"
+    names = db.session.scalars(text(sql))
+    return {name for name in names if name.startswith("ix_cf_")}

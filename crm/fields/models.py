@@ -6,8 +6,8 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from crm.sqltypes import UTCDateTime, utcnow
 from crm.extensions import db
+from crm.sqltypes import UTCDateTime, utcnow
 
 
 class FieldType(enum.StrEnum):

@@ -12,11 +12,11 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from crm.clients.models import Client
-from crm.sqltypes import utcnow
 from crm.extensions import db
 from crm.fields import indexes
 from crm.fields.models import CustomField, FieldType
 from crm.fields.values import FieldValueError, as_text, parse_value
+from crm.sqltypes import utcnow
 from crm.text import fold
 
 CHOICE_TYPES = frozenset({FieldType.SINGLE_CHOICE, FieldType.MULTI_CHOICE})
@@ -113,8 +113,8 @@ def create_field(spec: FieldSpec) -> CustomField:
 
 
 def _clients_with_value(key: str) -> Iterator[Client]:
-    stmt = select(Client).where(indexes.value_expr(key).is_not(None)).execution_options(
-        yield_per=500
+    stmt = (
+        select(Client).where(indexes.value_expr(key).is_not(None)).execution_options(yield_per=500)
     )
     yield from db.session.scalars(stmt)
 
@@ -126,7 +126,9 @@ def _convert_all(field: CustomField, target: CustomField, region: str) -> list[t
     bad: list[str] = []
     for client in _clients_with_value(field.key):
         old = client.custom.get(field.key)
-        raw = old if target.type == FieldType.MULTI_CHOICE and isinstance(old, list) else as_text(old)
+        raw = (
+            old if target.type == FieldType.MULTI_CHOICE and isinstance(old, list) else as_text(old)
+        )
         if target.type == FieldType.MULTI_CHOICE and isinstance(raw, str):
             raw = [part.strip() for part in raw.split(",")]
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,7 +65,9 @@ def parse_email(raw: str) -> str:
     try:
         return validate_email(raw, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise FieldValueError(_("Enter a valid email address (%(reason)s).", reason=str(exc))) from None
+        raise FieldValueError(
+            _("Enter a valid email address (%(reason)s).", reason=str(exc))
+        ) from None
 
 
 def parse_value(field: CustomField, raw: Any, phone_region: str) -> Any:
@@ -121,6 +124,7 @@ def parse_value(field: CustomField, raw: Any, phone_region: str) -> Any:
     raise FieldValueError(_("Unknown field type."))
 
 
+@lru_cache(maxsize=4096)
 def format_phone(value: str | None) -> str:
     """E.164 as a person reads it: '+48601234567' -> '+48 601 234 567'."""
     if not value:

@@ -40,8 +40,10 @@ def _get(field_id: int) -> CustomField:
 @requires(Permission.FIELDS_MANAGE)
 def index() -> ResponseReturnValue:
     return render(
-        "fields/index.html", "fields/_table.html",
-        fields=services.all_fields(), type_labels=TYPE_LABELS,
+        "fields/index.html",
+        "fields/_table.html",
+        fields=services.all_fields(),
+        type_labels=TYPE_LABELS,
     )
 
 
@@ -88,8 +90,13 @@ def archive(field_id: int) -> ResponseReturnValue:
     field = _get(field_id)
     services.archive_field(field)
     db.session.commit()
-    flash(_("Field “%(label)s” archived. Its values are kept; restore it to show them again.",
-            label=field.label), "success")
+    flash(
+        _(
+            "Field “%(label)s” archived. Its values are kept; restore it to show them again.",
+            label=field.label,
+        ),
+        "success",
+    )
     return redirect(url_for("fields.index"))
 
 
@@ -111,6 +118,8 @@ def move(field_id: int) -> ResponseReturnValue:
     services.move_field(field, direction)
     db.session.commit()
     return render(
-        "fields/index.html", "fields/_table.html",
-        fields=services.all_fields(), type_labels=TYPE_LABELS,
+        "fields/index.html",
+        "fields/_table.html",
+        fields=services.all_fields(),
+        type_labels=TYPE_LABELS,
     )

@@ -7,6 +7,7 @@ from wtforms.validators import DataRequired, Length
 
 from crm.notes.models import NoteKind
 from crm.notes.services import MAX_BODY
+from crm.web.forms import options
 
 KIND_LABELS = {
     NoteKind.NOTE: _l("Note"),
@@ -17,9 +18,13 @@ KIND_LABELS = {
 
 
 class NoteForm(FlaskForm):
-    kind = SelectField(_l("Kind"), choices=[(k.value, v) for k, v in KIND_LABELS.items()],
-                       default=NoteKind.NOTE.value)
-    body = TextAreaField(_l("What happened?"),
-                         validators=[DataRequired(message=_l("Write something first.")),
-                                     Length(max=MAX_BODY)],
-                         render_kw={"rows": 2})
+    kind = SelectField(
+        _l("Kind"),
+        choices=options((k.value, v) for k, v in KIND_LABELS.items()),
+        default=NoteKind.NOTE.value,
+    )
+    body = TextAreaField(
+        _l("What happened?"),
+        validators=[DataRequired(message=_l("Write something first.")), Length(max=MAX_BODY)],
+        render_kw={"rows": 2},
+    )

@@ -31,8 +31,9 @@ def create(client_id: int) -> ResponseReturnValue:
         db.session.commit()
         form = NoteForm(formdata=None)
     notes, more = timeline_page(client.id, before=None, limit=NOTE_PAGE)
-    return render("notes/_timeline.html", client=client, notes=notes, more_notes=more,
-                  note_form=form)
+    return render(
+        "notes/_timeline.html", client=client, notes=notes, more_notes=more, note_form=form
+    )
 
 
 @bp.route("/clients/<int:client_id>/notes")

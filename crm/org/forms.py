@@ -9,10 +9,19 @@ from wtforms import SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Email, Length, Optional
 
 from crm import LANGUAGES
+from crm.web.forms import options
 
 CURRENCIES = ["PLN", "EUR", "CZK", "CHF", "GBP", "HUF", "USD"]
-COMMON_ZONES = ["Europe/Warsaw", "Europe/Berlin", "Europe/Prague", "Europe/Vienna",
-                "Europe/Bratislava", "Europe/Zurich", "Europe/London", "UTC"]
+COMMON_ZONES = [
+    "Europe/Warsaw",
+    "Europe/Berlin",
+    "Europe/Prague",
+    "Europe/Vienna",
+    "Europe/Bratislava",
+    "Europe/Zurich",
+    "Europe/London",
+    "UTC",
+]
 
 
 def _zones() -> list[tuple[str, str]]:
@@ -23,20 +32,26 @@ def _zones() -> list[tuple[str, str]]:
 class OrganisationForm(FlaskForm):
     name = StringField(_l("Business name"), validators=[DataRequired(), Length(max=200)])
     legal_name = StringField(_l("Legal name"), validators=[Optional(), Length(max=200)])
-    address = TextAreaField(_l("Address"), validators=[Optional(), Length(max=1000)],
-                            render_kw={"rows": 3})
-    privacy_contact = StringField(_l("Privacy contact email"),
-                                  validators=[Optional(), Email(), Length(max=254)])
+    address = TextAreaField(
+        _l("Address"), validators=[Optional(), Length(max=1000)], render_kw={"rows": 3}
+    )
+    privacy_contact = StringField(
+        _l("Privacy contact email"), validators=[Optional(), Email(), Length(max=254)]
+    )
     default_phone_region = SelectField(
         _l("Default phone region"),
         description=_l("Phone numbers typed without a +country prefix are read as this country's."),
-        choices=[], validate_choice=True)
+        choices=[],
+        validate_choice=True,
+    )
     timezone = SelectField(_l("Time zone"), choices=[])
-    default_currency = SelectField(_l("Default currency"), choices=[(c, c) for c in CURRENCIES])
-    default_locale = SelectField(_l("Default language"), choices=[(c, c) for c in LANGUAGES])
+    default_currency = SelectField(
+        _l("Default currency"), choices=options((c, c) for c in CURRENCIES)
+    )
+    default_locale = SelectField(_l("Default language"), choices=options((c, c) for c in LANGUAGES))
 
     def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         regions = sorted(phonenumbers.SUPPORTED_REGIONS)
-        self.default_phone_region.choices = [(r, r) for r in regions]
-        self.timezone.choices = _zones()
+        self.default_phone_region.choices = options((r, r) for r in regions)
+        self.timezone.choices = options(_zones())

@@ -21,8 +21,10 @@ def register_error_handlers(app: Flask) -> None:
         messages = {
             403: _("Your role does not allow this."),
             404: _("There is nothing here, or it is outside what you may see."),
-            413: _("The upload is larger than the %(mb)s MB limit.",
-                   mb=app.config["CRM_MAX_UPLOAD_BYTES"] // (1024 * 1024)),
+            413: _(
+                "The upload is larger than the %(mb)s MB limit.",
+                mb=app.config["CRM_MAX_UPLOAD_BYTES"] // (1024 * 1024),
+            ),
         }
         code = error.code or 500
         if isinstance(error, RequestEntityTooLarge):
