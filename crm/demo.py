@@ -427,23 +427,26 @@ def fill_demo(count: int, seed: int = 7, with_activity: bool = True) -> dict[str
     fields = ensure_demo_fields()
     keys = {label: f.key for label, f in fields.items()}
     owner_ids: list[int | None] = list(db.session.scalars(select(User.id))) or [None]
-    first_new = (db.session.scalar(select(func.max(Client.id))) or 0) + 1
+    previous_max = db.session.scalar(select(func.max(Client.id))) or 0
     inserted = insert_clients(generate_clients(count, rng, keys, owner_ids))
     stats = {"clients": inserted}
     if with_activity and inserted:
-        stats.update(_activity(rng, first_new, min(inserted, 2000), owner_ids))
+        new_ids = list(
+            db.session.scalars(
+                select(Client.id).where(Client.id > previous_max).order_by(Client.id).limit(2000)
+            )
+        )
+        stats.update(_activity(rng, new_ids, owner_ids))
     db.session.commit()
     return stats
 
 
-def _activity(
-    rng: random.Random, first_id: int, n: int, owner_ids: list[int | None]
-) -> dict[str, int]:
-    """Notes, tasks, deals and tags for the first `n` new clients."""
+def _activity(rng: random.Random, ids: list[int], owner_ids: list[int | None]) -> dict[str, int]:
+    """Notes, tasks, deals and tags for the given new clients."""
     from crm.clients.models import client_tags
 
     now = datetime.now(UTC)
-    ids = list(range(first_id, first_id + n))
+    n = len(ids)
     notes = []
     for cid in ids:
         for _ in range(rng.randint(0, 4)):

@@ -15,8 +15,9 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import dramatiq
 from flask import current_app
+
+from crm.queue import actor
 
 
 def build_message(to: str, subject: str, text: str, html: str | None = None) -> EmailMessage:
@@ -59,7 +60,7 @@ def deliver(message: EmailMessage) -> None:
         smtp.send_message(message)
 
 
-@dramatiq.actor(max_retries=5, min_backoff=10_000)
+@actor(max_retries=5, min_backoff=10_000)
 def send_email(to: str, subject: str, text: str) -> None:
     """Plain notification email (task assigned, and later invitations, resets)."""
     deliver(build_message(to, subject, text))

@@ -84,6 +84,16 @@ def setup_broker(url: str | None) -> dramatiq.Broker:
 broker = setup_broker(os.environ.get("CRM_BROKER_URL") or None)
 
 
+def actor(fn: Any = None, **options: Any) -> Any:
+    """dramatiq.actor bound to this module's broker, whatever the import order.
+
+    A bare @dramatiq.actor binds to dramatiq's global default broker at declaration
+    time, which may be created before ours (and would be RabbitMQ)."""
+    if fn is None:
+        return lambda f: dramatiq.actor(f, broker=broker, **options)
+    return dramatiq.actor(fn, broker=broker, **options)
+
+
 def init_app(app: Flask) -> None:
     _state["app"] = app
     app.extensions["crm_broker"] = broker
@@ -117,6 +127,8 @@ def enqueue_after_commit(actor: dramatiq.Actor[Any, Any], *args: Any, **kwargs: 
     """Send actor(*args) once the current transaction commits; drop it on rollback."""
     from crm.extensions import db
 
+    # Begin the transaction now, so that a rollback before any write still drops it.
+    db.session.connection()
     db.session.info.setdefault(_PENDING, []).append(actor.message(*args, **kwargs))
 
 
@@ -128,5 +140,7 @@ def _send_pending(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_pending(session: Session, previous_transaction: Any) -> None:
-    if previous_transaction.parent is None:  # the outermost transaction rolled back
-        session.info.pop(_PENDING, None)
+    # Any rollback drops what was waiting: a message must never announce rows that were
+    # not committed. Dropping too much is safe, since the database is the record of
+    # pending work and the reconcile jobs re-enqueue it.
+    session.info.pop(_PENDING, None)

@@ -85,26 +85,30 @@ def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(autouse=True)
 def _transaction(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Run the test inside one outer transaction and roll it back afterwards."""
+    """Run the test inside one outer transaction and roll it back afterwards.
+
+    No app context stays pushed during the test: each request (and each
+    `with app.app_context()` in a test) gets its own context, `g` and session, as in
+    production; they all share the one connection that holds the outer transaction.
+    """
     if "app" not in request.fixturenames:
         yield
         return
     app: Flask = request.getfixturevalue("app")
     with app.app_context():
         connection = db.engine.connect()
-        outer = connection.begin()
-        original = db.session
-        db.session = scoped_session(
-            sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),
-            scopefunc=_app_ctx_id,
-        )
-        try:
-            yield
-        finally:
-            db.session.remove()
-            db.session = original
-            outer.rollback()
-            connection.close()
+    outer = connection.begin()
+    original = db.session
+    db.session = scoped_session(
+        sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),
+        scopefunc=_app_ctx_id,
+    )
+    try:
+        yield
+    finally:
+        db.session = original
+        outer.rollback()
+        connection.close()
 
 
 @pytest.fixture

@@ -24,7 +24,12 @@ def load_user(session_token: str) -> User | None:
 
 @login_manager.unauthorized_handler
 def unauthorized() -> ResponseReturnValue:
-    login_url = url_for("auth.login", next=_safe_next(request.full_path))
+    target = request.full_path
+    if htmx and request.headers.get("HX-Current-URL"):
+        # After signing in, return to the page, not to the fragment htmx asked for.
+        current = urlsplit(request.headers["HX-Current-URL"])
+        target = current.path + (f"?{current.query}" if current.query else "")
+    login_url = url_for("auth.login", next=_safe_next(target))
     if htmx:
         # An htmx swap must not put a login form into a table cell: reload the page.
         return "", 401, {"HX-Redirect": login_url}

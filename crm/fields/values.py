@@ -65,9 +65,7 @@ def parse_email(raw: str) -> str:
     try:
         return validate_email(raw, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise FieldValueError(
-            _("Enter a valid email address (%(reason)s).", reason=str(exc))
-        ) from None
+        raise FieldValueError(_("Enter a valid email address, like name@example.com.")) from exc
 
 
 def parse_value(field: CustomField, raw: Any, phone_region: str) -> Any:

@@ -33,7 +33,11 @@ def _number(value: Any) -> str:
 def _money(amount: Decimal | None, currency: str) -> str:
     if amount is None:
         return ""
-    return format_currency(amount, currency)
+    text = format_currency(amount, currency)
+    # English puts a letter code flush against the digits ("PLN19,855.00"): space it.
+    if text[:3].isalpha() and len(text) > 3 and not text[3].isspace():
+        text = f"{text[:3]}\u00a0{text[3:]}"
+    return text
 
 
 def _filesize(size: int) -> str:

@@ -10,22 +10,40 @@ from crm.extensions import db
 from crm.notes.models import Note
 from tests.conftest import login, make_client, make_field, make_user
 
-DIACRITIC_NAMES = [("Łucja", "Dvořák-Müller", "Łódź"), ("Jürgen", "Groß", "Köln"),
-                   ("Růžena", "Šťastná", "Plzeň"), ("Grzegorz", "Brzęczyszczykiewicz", "Łęczyca")]
+DIACRITIC_NAMES = [
+    ("Łucja", "Dvořák-Müller", "Łódź"),
+    ("Jürgen", "Groß", "Köln"),
+    ("Růžena", "Šťastná", "Plzeň"),
+    ("Grzegorz", "Brzęczyszczykiewicz", "Łęczyca"),
+]
 
 
 def _new_client(http, **fields):  # type: ignore[no-untyped-def]
-    data = {"first_name": "Łucja", "last_name": "Dvořák-Müller", "city": "Łódź",
-            "email": "", "phone": "", "owner_id": "", "country": "", "tags": ""}
+    data = {
+        "first_name": "Łucja",
+        "last_name": "Dvořák-Müller",
+        "city": "Łódź",
+        "email": "",
+        "phone": "",
+        "owner_id": "",
+        "country": "",
+        "tags": "",
+    }
     data.update(fields)
     return http.post("/clients/new", data=data)
 
 
 @pytest.mark.parametrize(("first", "last", "city"), DIACRITIC_NAMES)
-def test_diacritics_round_trip_through_form_card_list_and_search(admin_client, app, first,
-                                                                  last, city):
-    response = _new_client(admin_client, first_name=first, last_name=last, city=city,
-                           email=f"{last.lower()}@example.com".replace("ß", "ss"))
+def test_diacritics_round_trip_through_form_card_list_and_search(
+    admin_client, app, first, last, city
+):
+    response = _new_client(
+        admin_client,
+        first_name=first,
+        last_name=last,
+        city=city,
+        email=f"{last.lower()}@example.com".replace("ß", "ss"),
+    )
     assert response.status_code == 302
     card_url = response.headers["Location"]
     card = admin_client.get(card_url).get_data(as_text=True)
@@ -36,8 +54,12 @@ def test_diacritics_round_trip_through_form_card_list_and_search(admin_client, a
         stored = db.session.scalar(select(Client).where(Client.last_name == last))
         assert (stored.first_name, stored.city) == (first, city)
     # Quick search is case- and accent-insensitive, and exact spelling works too.
-    folded_last = {"Dvořák-Müller": "dvorak", "Groß": "gross", "Šťastná": "stastna",
-                   "Brzęczyszczykiewicz": "brzeczyszczykiewicz"}[last]
+    folded_last = {
+        "Dvořák-Müller": "dvorak",
+        "Groß": "gross",
+        "Šťastná": "stastna",
+        "Brzęczyszczykiewicz": "brzeczyszczykiewicz",
+    }[last]
     for query in (last, folded_last, last.upper()):
         found = admin_client.get("/clients/", query_string={"q": query}).get_data(as_text=True)
         assert f"{first} {last}" in found, query
@@ -83,8 +105,9 @@ def test_inline_edit_of_one_group(admin_client, app):
     body = editor.get_data(as_text=True)
     assert 'class="inline-edit"' in body and 'value="old@example.com"' in body
     assert "<html" not in body  # a fragment, not a page
-    saved = admin_client.post(f"/clients/{client_id}/groups/email/edit",
-                              data={"email": "nowy@example.pl"}, headers=hx)
+    saved = admin_client.post(
+        f"/clients/{client_id}/groups/email/edit", data={"email": "nowy@example.pl"}, headers=hx
+    )
     assert saved.status_code == 200
     assert "nowy@example.pl" in saved.get_data(as_text=True)
     assert 'class="editable"' in saved.get_data(as_text=True)
@@ -96,8 +119,11 @@ def test_inline_edit_of_one_group(admin_client, app):
 def test_inline_edit_error_comes_back_next_to_the_input_and_saves_nothing(admin_client, app):
     with app.app_context():
         client_id = make_client(email="old@example.com").id
-    response = admin_client.post(f"/clients/{client_id}/groups/email/edit",
-                                 data={"email": "not-an-email"}, headers={"HX-Request": "true"})
+    response = admin_client.post(
+        f"/clients/{client_id}/groups/email/edit",
+        data={"email": "not-an-email"},
+        headers={"HX-Request": "true"},
+    )
     body = response.get_data(as_text=True)
     assert response.status_code == 200
     assert "field-error" in body and 'value="not-an-email"' in body
@@ -136,8 +162,15 @@ def test_html_payloads_render_escaped_everywhere(admin_client, app, payload):
         make_field("Remarks", "text", show_in_list=True)
         make_field("Long remarks", "long_text")
     response = _new_client(
-        admin_client, first_name=payload, last_name=payload, company=payload, city=payload,
-        street=payload, postal_code=payload[:20], tags=payload, cf_remarks=payload,
+        admin_client,
+        first_name=payload,
+        last_name=payload,
+        company=payload,
+        city=payload,
+        street=payload,
+        postal_code=payload[:20],
+        tags=payload,
+        cf_remarks=payload,
         cf_long_remarks=payload,
     )
     assert response.status_code == 302, response.get_data(as_text=True)
@@ -194,8 +227,10 @@ def test_sales_user_sees_only_own_clients(client, app):
     assert client.get(f"/clients/{mine}").status_code == 200
     # Outside the scope: 404, not 403, so ids cannot be probed.
     assert client.get(f"/clients/{theirs}").status_code == 404
-    assert client.post(f"/clients/{theirs}/groups/email/edit", data={"email": "a@b.pl"}
-                       ).status_code == 404
+    assert (
+        client.post(f"/clients/{theirs}/groups/email/edit", data={"email": "a@b.pl"}).status_code
+        == 404
+    )
     search = client.get("/clients/", query_string={"q": "Cudzy"}).get_data(as_text=True)
     assert "No client matches" in search  # the query is echoed, but no row is shown
     assert client.get(f"/clients/{theirs}/delete").status_code in (403, 404)

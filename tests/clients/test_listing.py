@@ -38,8 +38,10 @@ def population(app):  # type: ignore[no-untyped-def]
             client = Client(
                 first_name=rng.choice(["Anna", "Jan", "Ewa"]),
                 last_name=rng.choice(["Nowak", "Dvořák", "Müller", "Żak"]),
-                email=rng.choice(["", f"k{n}@example.com"]), city=rng.choice(["", "Łódź", "Brno"]),
-                custom=custom, created_at=base + timedelta(hours=rng.randrange(5)),
+                email=rng.choice(["", f"k{n}@example.com"]),
+                city=rng.choice(["", "Łódź", "Brno"]),
+                custom=custom,
+                created_at=base + timedelta(hours=rng.randrange(5)),
             )
             client.refresh_search_text()
             db.session.add(client)
@@ -68,8 +70,11 @@ def _walk(user: User, sort: str, desc: bool, per_page: int) -> tuple[list[int], 
     after = None
     while True:
         result = listing.list_clients(
-            user, listing.ListRequest(sort=sort, desc=desc, after=after, per_page=per_page),
-            fields, [])
+            user,
+            listing.ListRequest(sort=sort, desc=desc, after=after, per_page=per_page),
+            fields,
+            [],
+        )
         pages.append(result)
         forward.extend(c.id for c in result.clients)
         if not result.next_cursor:
@@ -81,8 +86,11 @@ def _walk(user: User, sort: str, desc: bool, per_page: int) -> tuple[list[int], 
     backward = [c.id for c in pages[-1].clients]
     while before:
         result = listing.list_clients(
-            user, listing.ListRequest(sort=sort, desc=desc, before=before, per_page=per_page),
-            fields, [])
+            user,
+            listing.ListRequest(sort=sort, desc=desc, before=before, per_page=per_page),
+            fields,
+            [],
+        )
         backward = [c.id for c in result.clients] + backward
         before = result.prev_cursor
     return forward, backward
@@ -108,8 +116,9 @@ def test_last_page_link_pages_backwards_from_the_end(app, population):
     with app.test_request_context():
         user = db.session.get(User, population)
         fields = active_fields()
-        last = listing.list_clients(user, listing.ListRequest(sort="cf:wartosc", before="",
-                                                              per_page=10), fields, [])
+        last = listing.list_clients(
+            user, listing.ListRequest(sort="cf:wartosc", before="", per_page=10), fields, []
+        )
         expected = _expected_order("cf:wartosc", False)
         assert [c.id for c in last.clients] == expected[-10:]
         assert last.next_cursor is None and last.prev_cursor

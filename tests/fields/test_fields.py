@@ -21,12 +21,24 @@ def _field_form(label: str, field_type: str, **extra: str) -> dict[str, str]:
 
 
 def test_admin_adds_fields_of_every_type(admin_client, app):
-    kinds = ["text", "long_text", "number", "date", "checkbox", "single_choice",
-             "multi_choice", "email", "phone", "url"]
+    kinds = [
+        "text",
+        "long_text",
+        "number",
+        "date",
+        "checkbox",
+        "single_choice",
+        "multi_choice",
+        "email",
+        "phone",
+        "url",
+    ]
     for kind in kinds:
         choices = "Łódź\nKraków" if "choice" in kind else ""
-        response = admin_client.post("/admin/fields/new", data=_field_form(
-            f"Pole {kind} żółć", kind, choices=choices, show_in_list="y"))
+        response = admin_client.post(
+            "/admin/fields/new",
+            data=_field_form(f"Pole {kind} żółć", kind, choices=choices, show_in_list="y"),
+        )
         assert response.status_code == 302, response.get_data(as_text=True)
     page = admin_client.get("/admin/fields/").get_data(as_text=True)
     for kind in kinds:
@@ -87,11 +99,15 @@ def test_removing_a_choice_in_use_is_refused(admin_client, app):
         field = make_field("Kanał", "single_choice", choices=["Email", "SMS"])
         make_client(custom={field.key: "SMS"})
         field_id = field.id
-    response = admin_client.post(f"/admin/fields/{field_id}", data=_field_form(
-        "Kanał", "single_choice", choices="Email\nTelefon"))
+    response = admin_client.post(
+        f"/admin/fields/{field_id}",
+        data=_field_form("Kanał", "single_choice", choices="Email\nTelefon"),
+    )
     assert "would be lost" in response.get_data(as_text=True)
-    ok = admin_client.post(f"/admin/fields/{field_id}", data=_field_form(
-        "Kanał", "single_choice", choices="Email\nSMS\nTelefon"))
+    ok = admin_client.post(
+        f"/admin/fields/{field_id}",
+        data=_field_form("Kanał", "single_choice", choices="Email\nSMS\nTelefon"),
+    )
     assert ok.status_code == 302
 
 
@@ -116,11 +132,11 @@ def test_reorder_moves_fields(admin_client, app):
     with app.app_context():
         first = make_field("Pierwsze", "text").id
         second = make_field("Drugie", "text").id
-    admin_client.post(f"/admin/fields/{second}/move", data={"direction": "up"},
-                      headers={"HX-Request": "true"})
+    admin_client.post(
+        f"/admin/fields/{second}/move", data={"direction": "up"}, headers={"HX-Request": "true"}
+    )
     with app.app_context():
-        order = list(db.session.scalars(
-            select(CustomField.id).order_by(CustomField.position)))
+        order = list(db.session.scalars(select(CustomField.id).order_by(CustomField.position)))
     assert order == [second, first]
 
 
@@ -138,11 +154,13 @@ def test_custom_values_are_validated_by_type_on_the_card(admin_client, app):
     with app.app_context():
         make_field("Wartość", "number")
         client_id = make_client().id
-    bad = admin_client.post(f"/clients/{client_id}/groups/cf_wartosc/edit",
-                            data={"cf_wartosc": "dużo"})
+    bad = admin_client.post(
+        f"/clients/{client_id}/groups/cf_wartosc/edit", data={"cf_wartosc": "dużo"}
+    )
     assert "Enter a number" in bad.get_data(as_text=True)
-    good = admin_client.post(f"/clients/{client_id}/groups/cf_wartosc/edit",
-                             data={"cf_wartosc": "1 234,5"})
+    good = admin_client.post(
+        f"/clients/{client_id}/groups/cf_wartosc/edit", data={"cf_wartosc": "1 234,5"}
+    )
     assert "1,234.5" in good.get_data(as_text=True)  # shown in the reader's locale (en)
     with app.app_context():
         assert db.session.get(Client, client_id).custom == {"wartosc": 1234.5}

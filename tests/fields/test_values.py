@@ -12,10 +12,20 @@ def field(kind: FieldType, choices: list[str] | None = None) -> CustomField:
     return CustomField(key="f", label="F", field_type=kind.value, choices=choices or [])
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("1250", 1250), ("12,5", 12.5), ("12.5", 12.5), ("1 234,50", 1234.5), ("1.234,5", 1234.5),
-    ("1,234.5", 1234.5), ("-3", -3), ("0", 0), ("1\u00a0000", 1000),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1250", 1250),
+        ("12,5", 12.5),
+        ("12.5", 12.5),
+        ("1 234,50", 1234.5),
+        ("1.234,5", 1234.5),
+        ("1,234.5", 1234.5),
+        ("-3", -3),
+        ("0", 0),
+        ("1\u00a0000", 1000),
+    ],
+)
 def test_numbers_accept_comma_and_point(raw, expected):
     assert parse_number(raw) == expected
 
@@ -38,8 +48,14 @@ def test_checkbox_is_stored_as_one_or_zero(ctx):
 
 
 def test_empty_input_removes_the_value(ctx):
-    for kind in (FieldType.TEXT, FieldType.NUMBER, FieldType.DATE, FieldType.EMAIL,
-                 FieldType.PHONE, FieldType.URL):
+    for kind in (
+        FieldType.TEXT,
+        FieldType.NUMBER,
+        FieldType.DATE,
+        FieldType.EMAIL,
+        FieldType.PHONE,
+        FieldType.URL,
+    ):
         assert parse_value(field(kind), "  ", "PL") is None
 
 
@@ -57,11 +73,18 @@ def test_typed_values(ctx):
     assert parse_value(multi, [], "PL") is None
 
 
-@pytest.mark.parametrize(("kind", "raw"), [
-    (FieldType.DATE, "31.01.2026"), (FieldType.DATE, "2026-02-30"),
-    (FieldType.PHONE, "12"), (FieldType.EMAIL, "a@"), (FieldType.URL, "javascript:alert(1)"),
-    (FieldType.URL, "ftp://example.com"), (FieldType.TEXT, "x" * 501),
-])
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        (FieldType.DATE, "31.01.2026"),
+        (FieldType.DATE, "2026-02-30"),
+        (FieldType.PHONE, "12"),
+        (FieldType.EMAIL, "a@"),
+        (FieldType.URL, "javascript:alert(1)"),
+        (FieldType.URL, "ftp://example.com"),
+        (FieldType.TEXT, "x" * 501),
+    ],
+)
 def test_bad_values_get_a_message(ctx, kind, raw):
     with pytest.raises(FieldValueError) as error:
         parse_value(field(kind), raw, "PL")

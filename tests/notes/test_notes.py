@@ -13,10 +13,14 @@ def test_add_note_shows_newest_first(admin_client, app):
     with app.app_context():
         client_id = make_client().id
     hx = {"HX-Request": "true"}
-    admin_client.post(f"/clients/{client_id}/notes", data={"kind": "call", "body": "Pierwszy telefon"},
-                      headers=hx)
-    response = admin_client.post(f"/clients/{client_id}/notes",
-                                 data={"kind": "meeting", "body": "Spotkanie w Łodzi"}, headers=hx)
+    admin_client.post(
+        f"/clients/{client_id}/notes", data={"kind": "call", "body": "Pierwszy telefon"}, headers=hx
+    )
+    response = admin_client.post(
+        f"/clients/{client_id}/notes",
+        data={"kind": "meeting", "body": "Spotkanie w Łodzi"},
+        headers=hx,
+    )
     body = response.get_data(as_text=True)
     assert body.index("Spotkanie w Łodzi") < body.index("Pierwszy telefon")
     assert "<html" not in body
@@ -36,8 +40,13 @@ def test_timeline_pages_with_show_older(admin_client, app):
         client_id = make_client().id
         start = datetime(2026, 1, 1, tzinfo=UTC)
         for n in range(45):
-            db.session.add(Note(client_id=client_id, body=f"wpis {n:02d}",
-                                occurred_at=start + timedelta(minutes=n)))
+            db.session.add(
+                Note(
+                    client_id=client_id,
+                    body=f"wpis {n:02d}",
+                    occurred_at=start + timedelta(minutes=n),
+                )
+            )
         db.session.commit()
     card = admin_client.get(f"/clients/{client_id}").get_data(as_text=True)
     assert "wpis 44" in card and "wpis 25" in card and "wpis 24" not in card
@@ -47,8 +56,9 @@ def test_timeline_pages_with_show_older(admin_client, app):
     for _ in range(5):  # two more pages at most; a loop would mean the cursor is stuck
         if token is None:
             break
-        page = admin_client.get(f"/clients/{client_id}/notes",
-                                query_string={"before": token}).get_data(as_text=True)
+        page = admin_client.get(
+            f"/clients/{client_id}/notes", query_string={"before": token}
+        ).get_data(as_text=True)
         seen += [n for n in range(45) if f"wpis {n:02d}" in page]
         token = _before_token(page) if "Show older entries" in page else None
     assert sorted(seen) == list(range(25))

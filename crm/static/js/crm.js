@@ -1,19 +1,53 @@
 // Small behaviours htmx does not cover. No inline scripts: the CSP forbids them.
+
+// Enter or Space on a focused card value opens its editor (like a button).
 document.addEventListener("keydown", (event) => {
+  const target = event.target;
+  if ((event.key === "Enter" || event.key === " ") && target.matches && target.matches(".editable[role=button]")) {
+    event.preventDefault();
+    target.click();
+    return;
+  }
   // Escape cancels an inline edit: click its cancel button.
-  if (event.key !== "Escape") return;
-  const form = event.target.closest && event.target.closest(".inline-edit");
-  const cancel = form && form.querySelector("[data-cancel]");
-  if (cancel) { cancel.click(); }
+  if (event.key === "Escape") {
+    const form = target.closest && target.closest(".inline-edit");
+    const cancel = form && form.querySelector("[data-cancel]");
+    if (cancel) cancel.click();
+  }
 });
+
+// Focus follows the inline editor: into its first input when it opens, back to the
+// value when it closes (keyboard users keep their place).
+document.addEventListener("htmx:load", (event) => {
+  const element = event.detail.elt;
+  if (!element.matches) return;
+  if (element.matches(".inline-edit")) {
+    const input = element.querySelector("input:not([type=hidden]), select, textarea");
+    if (input) input.focus();
+  } else if (element.matches(".editable[role=button]") && document.activeElement === document.body) {
+    element.focus();
+  }
+});
+
+// Close open dropdowns when clicking elsewhere.
 document.addEventListener("click", (event) => {
-  // Close open dropdowns when clicking elsewhere.
   document.querySelectorAll("details.dropdown[open], details.column-chooser[open]").forEach((d) => {
     if (!d.contains(event.target)) d.removeAttribute("open");
   });
 });
-document.addEventListener("htmx:afterSwap", (event) => {
-  // Focus the first input of a freshly swapped-in inline editor (keyboard users).
-  const input = event.detail.target.querySelector && event.detail.target.querySelector(".inline-edit input:not([type=hidden]), .inline-edit select, .inline-edit textarea");
-  if (input) input.focus();
+
+// The custom field form shows "Choices" only for choice types.
+function syncChoices() {
+  const type = document.getElementById("field_type");
+  const choices = document.getElementById("choices");
+  if (!type || !choices) return;
+  const label = choices.closest("label");
+  const show = type.value.endsWith("_choice");
+  [label, label && label.nextElementSibling].forEach((el) => {
+    if (el && (el === label || el.tagName === "SMALL")) el.hidden = !show;
+  });
+}
+document.addEventListener("change", (event) => {
+  if (event.target.id === "field_type") syncChoices();
 });
+document.addEventListener("DOMContentLoaded", syncChoices);
