@@ -8,7 +8,14 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Flask
-from flask_babel import format_currency, format_date, format_datetime, format_decimal, get_locale
+from flask_babel import (
+    format_currency,
+    format_date,
+    format_datetime,
+    format_decimal,
+    format_time,
+    get_locale,
+)
 from flask_babel import gettext as _
 
 from crm import LANGUAGES
@@ -16,8 +23,14 @@ from crm.auth.permissions import Permission
 from crm.fields.values import format_phone
 
 
-def _datetime(value: datetime | None, fmt: str = "medium") -> str:
-    return format_datetime(value, fmt) if value else ""
+def _datetime(value: datetime | None, fmt: str | None = None) -> str:
+    """Date and time in the organisation's zone; by default '31 May 2026, 13:21' in the
+    reader's locale (medium date, short time: seconds are noise on a card)."""
+    if not value:
+        return ""
+    if fmt:
+        return format_datetime(value, fmt)
+    return f"{format_date(value, 'medium')}, {format_time(value, 'short')}"
 
 
 def _date(value: date | None, fmt: str = "medium") -> str:
