@@ -81,6 +81,8 @@ def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         upgrade()
         db.engine.dispose()
     yield application
+    with application.app_context():
+        db.engine.dispose()  # close pooled connections before the database is dropped
 
 
 @pytest.fixture(autouse=True)

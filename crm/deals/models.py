@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Date, ForeignKey, Integer, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from crm.sqltypes import UTCDateTime, utcnow
 from crm.extensions import db
+from crm.sqltypes import UTCDateTime, utcnow
 
 if TYPE_CHECKING:
     from crm.auth.models import User
@@ -36,9 +36,7 @@ class Deal(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
-    client_id: Mapped[int] = mapped_column(
-        ForeignKey("clients.id", ondelete="CASCADE"), index=True
-    )
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
     amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
     stage_id: Mapped[int] = mapped_column(ForeignKey("deal_stages.id"), index=True)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Date, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from crm.sqltypes import UTCDateTime, utcnow
 from crm.extensions import db
+from crm.sqltypes import UTCDateTime, utcnow
 
 if TYPE_CHECKING:
     from crm.auth.models import User
