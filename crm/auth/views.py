@@ -13,6 +13,7 @@ from crm.auth.services import authenticate
 from crm.extensions import db, htmx, login_manager
 from crm.web.access import login_only, public
 from crm.web.render import render
+from crm.web.urls import safe_next
 
 bp = Blueprint("auth", __name__, template_folder="templates")
 
@@ -29,21 +30,11 @@ def unauthorized() -> ResponseReturnValue:
         # After signing in, return to the page, not to the fragment htmx asked for.
         current = urlsplit(request.headers["HX-Current-URL"])
         target = current.path + (f"?{current.query}" if current.query else "")
-    login_url = url_for("auth.login", next=_safe_next(target))
+    login_url = url_for("auth.login", next=safe_next(target))
     if htmx:
         # An htmx swap must not put a login form into a table cell: reload the page.
         return "", 401, {"HX-Redirect": login_url}
     return redirect(login_url)
-
-
-def _safe_next(target: str | None) -> str | None:
-    """Only same-site paths, so the login page cannot send anyone elsewhere."""
-    if not target:
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return None
-    return target.rstrip("?")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -57,7 +48,7 @@ def login() -> ResponseReturnValue:
         if user is not None:
             login_user(user)
             db.session.commit()
-            return redirect(_safe_next(request.args.get("next")) or url_for("web.home"))
+            return redirect(safe_next(request.args.get("next")) or url_for("web.home"))
         # One message for every failure, so it does not tell which emails exist.
         form.password.errors = [_("Wrong email or password.")]
     return render("auth/login.html", form=form)

@@ -17,6 +17,7 @@ from crm.clients.policy import visible_clients
 from crm.deals.models import StageKind
 from crm.deals.services import all_stages
 from crm.extensions import db
+from crm.fields.values import decimal_text
 from crm.org.forms import CURRENCIES
 from crm.org.services import organisation
 from crm.tasks.forms import user_choices
@@ -46,14 +47,7 @@ def parse_amount(raw: str | None) -> Decimal | None:
     text = (raw or "").strip()
     if not text:
         return None
-    cleaned = re.sub(r"[\s\u00a0\u202f']", "", text)
-    if "," in cleaned and "." in cleaned:
-        if cleaned.rfind(",") > cleaned.rfind("."):
-            cleaned = cleaned.replace(".", "").replace(",", ".")
-        else:
-            cleaned = cleaned.replace(",", "")
-    elif cleaned.count(",") == 1:
-        cleaned = cleaned.replace(",", ".")
+    cleaned = decimal_text(text)
     if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", cleaned):
         raise AmountError(_("Enter an amount, for example 1250 or 1 250,50."))
     try:

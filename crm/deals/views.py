@@ -8,7 +8,6 @@ stage list, with the same filters); without htmx it redirects back.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
@@ -31,6 +30,7 @@ from crm.tasks.services import org_today
 from crm.web.access import requires
 from crm.web.pagination import page_number, paginate
 from crm.web.render import htmx_redirect, render
+from crm.web.urls import next_url, safe_next
 
 bp = Blueprint("deals", __name__, url_prefix="/deals", template_folder="templates")
 
@@ -42,19 +42,6 @@ def _deal_helpers() -> dict[str, Any]:
     # A callable, so pages without a stage select never query the stages; templates
     # call it once and hand the list to the stage_select macro.
     return {"deal_stages": services.all_stages, "stage_kinds": KIND_LABELS}
-
-
-def _safe_next(target: str | None) -> str | None:
-    if not target:
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return None
-    return target
-
-
-def _next_url(default: str) -> str:
-    return _safe_next(request.values.get("next")) or default
 
 
 def _int_arg(name: str) -> int | None:
@@ -135,9 +122,9 @@ def create() -> ResponseReturnValue:
         )
         db.session.commit()
         flash(_("Deal “%(title)s” created.", title=deal.title), "success")
-        return redirect(_next_url(url_for("clients.card", client_id=deal.client_id)))
+        return redirect(next_url(url_for("clients.card", client_id=deal.client_id)))
     return render(
-        "deals/form.html", form=form, deal=None, next=_safe_next(request.values.get("next"))
+        "deals/form.html", form=form, deal=None, next=safe_next(request.values.get("next"))
     )
 
 
@@ -168,9 +155,9 @@ def edit(deal_id: int) -> ResponseReturnValue:
         )
         db.session.commit()
         flash(_("Deal “%(title)s” saved.", title=deal.title), "success")
-        return redirect(_next_url(url_for("clients.card", client_id=deal.client_id)))
+        return redirect(next_url(url_for("clients.card", client_id=deal.client_id)))
     return render(
-        "deals/form.html", form=form, deal=deal, next=_safe_next(request.values.get("next"))
+        "deals/form.html", form=form, deal=deal, next=safe_next(request.values.get("next"))
     )
 
 
@@ -194,7 +181,7 @@ def change_stage(deal_id: int) -> ResponseReturnValue:
         )
         return render("deals/_pipeline.html", notice=notice, **context)
     flash(notice, "success")
-    return redirect(_next_url(url_for("deals.pipeline")))
+    return redirect(next_url(url_for("deals.pipeline")))
 
 
 def _client_section(client: Client) -> ResponseReturnValue:
@@ -209,7 +196,7 @@ def delete(deal_id: int) -> ResponseReturnValue:
     services.delete_deal(deal)
     db.session.commit()
     flash(_("Deal “%(title)s” deleted.", title=title), "success")
-    return htmx_redirect(_next_url(url_for("clients.card", client_id=client_id)))
+    return htmx_redirect(next_url(url_for("clients.card", client_id=client_id)))
 
 
 @bp.route("/clients")

@@ -32,16 +32,23 @@ class FieldValueError(ValueError):
     """The message says, for a person, what is wrong with the value."""
 
 
-def parse_number(raw: str) -> int | float:
-    """Accepts '1234.5', '1234,5', '1 234,5' and '1.234,5'."""
+def decimal_text(raw: str) -> str:
+    """A typed number in Python's notation: '1 234,5', '1.234,5', "1'234.5" -> '1234.5'.
+    A decimal comma or point is accepted; spaces, apostrophes and the other mark are
+    thousands separators."""
     cleaned = re.sub(r"[\s\u00a0\u202f']", "", raw)
     if "," in cleaned and "." in cleaned:
         if cleaned.rfind(",") > cleaned.rfind("."):
-            cleaned = cleaned.replace(".", "").replace(",", ".")
-        else:
-            cleaned = cleaned.replace(",", "")
-    elif cleaned.count(",") == 1:
-        cleaned = cleaned.replace(",", ".")
+            return cleaned.replace(".", "").replace(",", ".")
+        return cleaned.replace(",", "")
+    if cleaned.count(",") == 1:
+        return cleaned.replace(",", ".")
+    return cleaned
+
+
+def parse_number(raw: str) -> int | float:
+    """Accepts '1234.5', '1234,5', '1 234,5' and '1.234,5'."""
+    cleaned = decimal_text(raw)
     try:
         number = Decimal(cleaned)
     except InvalidOperation:

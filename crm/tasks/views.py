@@ -8,7 +8,6 @@ anything else (the task page, or no JavaScript) is redirected back.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
@@ -28,6 +27,7 @@ from crm.tasks.services import TaskView, org_today
 from crm.web.access import requires
 from crm.web.pagination import page_number, paginate
 from crm.web.render import htmx_redirect, render
+from crm.web.urls import next_url, safe_next
 
 bp = Blueprint("tasks", __name__, url_prefix="/tasks", template_folder="templates")
 
@@ -36,20 +36,6 @@ bp = Blueprint("tasks", __name__, url_prefix="/tasks", template_folder="template
 def _task_helpers() -> dict[str, Any]:
     # Callables, so pages without tasks pay nothing.
     return {"org_today": org_today, "task_origins": ORIGIN_LABELS}
-
-
-def _safe_next(target: str | None) -> str | None:
-    """Only same-site paths, so `next` cannot send anyone elsewhere."""
-    if not target:
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return None
-    return target
-
-
-def _next_url(default: str) -> str:
-    return _safe_next(request.values.get("next")) or default
 
 
 def _client_section(client: Client, **extra: Any) -> ResponseReturnValue:
@@ -70,7 +56,7 @@ def _answer(task: Task, client: Client | None, notice: str | None = None) -> Res
         return _client_section(client, notice=notice, notice_task=task)
     if notice:
         flash(notice, "success")
-    return redirect(_next_url(url_for("tasks.show", task_id=task.id)))
+    return redirect(next_url(url_for("tasks.show", task_id=task.id)))
 
 
 # --- My tasks ----------------------------------------------------------------------------
@@ -117,13 +103,13 @@ def create() -> ResponseReturnValue:
         db.session.commit()
         flash(_("Task “%(title)s” created.", title=task.title), "success")
         default = url_for("clients.card", client_id=client.id) if client else url_for("tasks.mine")
-        return redirect(_next_url(default))
+        return redirect(next_url(default))
     return render(
         "tasks/form.html",
         form=form,
         task=None,
         client=client,
-        next=_safe_next(request.values.get("next")),
+        next=safe_next(request.values.get("next")),
     )
 
 
@@ -162,13 +148,13 @@ def edit(task_id: int) -> ResponseReturnValue:
         )
         db.session.commit()
         flash(_("Task saved."), "success")
-        return redirect(_next_url(url_for("tasks.show", task_id=task.id)))
+        return redirect(next_url(url_for("tasks.show", task_id=task.id)))
     return render(
         "tasks/form.html",
         form=form,
         task=task,
         client=task.client,
-        next=_safe_next(request.values.get("next")),
+        next=safe_next(request.values.get("next")),
     )
 
 
@@ -206,7 +192,7 @@ def delete(task_id: int) -> ResponseReturnValue:
     if htmx and view == "card" and client is not None:
         return _client_section(client)
     flash(_("Task “%(title)s” deleted.", title=title), "success")
-    return htmx_redirect(_next_url(url_for("tasks.mine")))
+    return htmx_redirect(next_url(url_for("tasks.mine")))
 
 
 # --- the card's task section ---------------------------------------------------------------
