@@ -291,7 +291,10 @@ def list_clients(
         # SQLite's planner picks the filter's index and sorts every match, whatever the
         # LIMIT; for a broad filter, walking the sort index is far cheaper (bench/).
         index = indexes.index_name(sort[3:]) if sort.startswith("cf:") else SORT_INDEXES[sort]
-        stmt = stmt.with_hint(Client, f"INDEXED BY {index}", "sqlite")
+        # A named index that is missing is an error on SQLite (custom field indexes can
+        # be, until `flask fields reindex`): then let the planner choose.
+        if not sort.startswith("cf:") or index in indexes.existing_indexes():
+            stmt = stmt.with_hint(Client, f"INDEXED BY {index}", "sqlite")
     options = [joinedload(Client.owner)]
     if any(c.key == "tags" for c in columns):
         options.append(selectinload(Client.tags))

@@ -142,3 +142,16 @@ def test_count_is_capped(app, population, monkeypatch):
         user = db.session.get(User, population)
         result = listing.list_clients(user, listing.ListRequest(), active_fields(), [])
     assert result.count_capped and result.count == 10
+
+
+def test_broad_search_sorted_by_a_field_whose_index_is_missing_still_works(app, population):
+    """The SQLite sort-index hint must not name an index that is not there."""
+    from crm.fields import indexes
+
+    with app.test_request_context():
+        user = db.session.get(User, population)
+        indexes.drop_index("wartosc")
+        result = listing.list_clients(
+            user, listing.ListRequest(q="a", sort="cf:wartosc", per_page=5), active_fields(), []
+        )
+    assert len(result.clients) == 5
