@@ -7,9 +7,11 @@ Shapes (all sorted by the number field "Lifetime value", largest first, 80% fill
 Pages: the first page, a page from the middle of the matching rows (cursor taken at 50%,
 hundreds of pages in at 1M) and a page at 90% (the region of empty sort values).
 
-Figures: list_clients() time (queries + ORM load, count included), the full request
+Figures: list_clients() time (capped count + page queries + ORM load), the full request
 through the Flask test client (login, query, render), and a baseline: the bare SQL text
-query doing the same filter + sort + LIMIT 50 on the same connection.
+query doing the same filter + sort + LIMIT 50 on the same connection, spelled as the app
+spells it (NULLS LAST on PostgreSQL; on SQLite `INDEXED BY` the sort index when the filter
+is broad, by the same rule as crm.clients.listing).
 
     .venv/bin/python -m bench.bench_list --backend sqlite --clients 100000
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -27,10 +30,8 @@ from typing import Any
 from flask import Flask, has_request_context, request
 from flask_migrate import upgrade
 from sqlalchemy import ColumnElement, func, select, text
-from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import UnaryExpression
 
-from bench import common, fixes
+from bench import common
 from bench.common import Row, Stats
 from crm.auth.models import User
 from crm.clients import listing
@@ -52,8 +53,6 @@ BUDGET_MS = 50.0
 LOAD_CHUNK = 100_000
 PER_PAGE = listing.PER_PAGE
 LIST_CLIENTS = listing.list_clients  # the app's own, before the HTTP hook wraps it
-# --with-fixes: run bench/fixes.py's list_clients instead, with --count-cap
-SETTINGS = {"fixes": False, "count_cap": listing.COUNT_CAP}
 
 
 @dataclass(frozen=True)
@@ -117,32 +116,19 @@ def field_keys() -> Keys:
 # --- the shapes, as the app's condition and as bare SQL ----------------------------------
 
 
-def _unindexed(expr: ColumnElement[Any]) -> ColumnElement[Any]:
-    """`+expr`: the same value, but SQLite will not use an index for the term."""
-    return UnaryExpression(expr, operator=operators.custom_op("+"), type_=expr.type)
-
-
-def condition(shape: str, keys: Keys, indexed: bool = True) -> ColumnElement[bool] | None:
+def condition(shape: str, keys: Keys) -> ColumnElement[bool] | None:
     if shape == "narrow":
-        city: ColumnElement[Any] = Client.city
-        return (city if indexed else _unindexed(city)) == CITY
+        return Client.city == CITY
     if shape == "broad":
-        expr = indexes.value_expr(keys.segment)
-        return (expr if indexed else _unindexed(expr)) == indexes.bind_value(SEGMENT)
+        return indexes.value_expr(keys.segment) == indexes.bind_value(SEGMENT)
     return None
 
 
 def run_list(
     user: User, req: listing.ListRequest, fields: Any, columns: Any, shape: str, keys: Keys
 ) -> listing.ListResult:
-    """The app's list_clients for this shape, or the copy with the proposed fixes."""
-    where = condition(shape, keys)
-    if SETTINGS["fixes"]:
-        unindexed = condition(shape, keys, indexed=False)
-        return fixes.list_clients(
-            user, req, fields, columns, where, unindexed, count_cap=int(SETTINGS["count_cap"])
-        )
-    return LIST_CLIENTS(user, req, fields, columns, where)
+    """The app's list_clients for this shape."""
+    return LIST_CLIENTS(user, req, fields, columns, condition(shape, keys))
 
 
 def sort_sql(keys: Keys, dialect: str) -> str:
@@ -162,10 +148,29 @@ def filter_sql(shape: str, keys: Keys, dialect: str) -> tuple[list[str], dict[st
     return [], {}
 
 
+def match_count(shape: str, keys: Keys, dialect: str) -> int:
+    where, params = filter_sql(shape, keys, dialect)
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    return db.session.scalar(text(f"SELECT count(*) FROM clients {clause}"), params) or 0
+
+
+def sort_index_hint(shape: str, keys: Keys, dialect: str) -> str | None:
+    """The `INDEXED BY` hint list_clients adds on SQLite when the filter is broad:
+    more matches than the count cap or than sqrt(per page * highest id)."""
+    if dialect != "sqlite" or shape == "all":
+        return None
+    matches = match_count(shape, keys, dialect)
+    top = db.session.scalar(select(func.max(Client.id))) or 0
+    if matches > listing.COUNT_CAP or matches > math.sqrt(PER_PAGE * top):
+        return indexes.index_name(keys.sort)
+    return None
+
+
 def baseline_sql(
-    shape: str, keys: Keys, dialect: str, cursor: list[Any] | None
+    shape: str, keys: Keys, dialect: str, cursor: list[Any] | None, hint: str | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """The hand-written query for one page: filter, seek past the cursor, sort, LIMIT 50."""
+    """The hand-written query for one page: filter, seek past the cursor, sort, LIMIT 50
+    (`hint`: walk this index, as list_clients does on SQLite for a broad filter)."""
     where, params = filter_sql(shape, keys, dialect)
     expr = sort_sql(keys, dialect)
     pg = dialect == "postgresql"
@@ -179,15 +184,14 @@ def baseline_sql(
         where += [f"{expr} <= {value}", f"({expr} < {value} OR id < :last_id)"]
         params |= {"v": json.dumps(cursor[0]) if pg else cursor[0], "last_id": cursor[1]}
     clause = f"WHERE {' AND '.join(where)} " if where else ""
-    return f"SELECT * FROM clients {clause}ORDER BY {order} LIMIT {PER_PAGE}", params
+    table = f"clients INDEXED BY {hint}" if hint else "clients"
+    return f"SELECT * FROM {table} {clause}ORDER BY {order} LIMIT {PER_PAGE}", params
 
 
 def page_cursors(shape: str, keys: Keys, dialect: str) -> dict[str, tuple[str | None, int]]:
     """page name -> (after-cursor, page number) for the first, middle and tail pages."""
-    where, params = filter_sql(shape, keys, dialect)
-    clause = f"WHERE {' AND '.join(where)} " if where else ""
-    total = db.session.scalar(text(f"SELECT count(*) FROM clients {clause}"), params) or 0
-    sql, _ = baseline_sql(shape, keys, dialect, None)
+    total = match_count(shape, keys, dialect)
+    sql, params = baseline_sql(shape, keys, dialect, None)
     sql = sql.replace(f"LIMIT {PER_PAGE}", "LIMIT 1 OFFSET :offset")
     sql = sql.replace("SELECT *", "SELECT id")
     out: dict[str, tuple[str | None, int]] = {}
@@ -213,6 +217,7 @@ class Case:
     page: str
     page_no: int
     cursor: str | None
+    hint: str | None  # SQLite: the index the baseline (and list_clients) walks
 
 
 def list_request(keys: Keys, cursor: str | None) -> listing.ListRequest:
@@ -235,19 +240,17 @@ def time_function(case: Case, keys: Keys, user_id: int, runs: int) -> tuple[Stat
 
 
 def time_count(case: Case, keys: Keys, user_id: int, runs: int) -> Stats:
-    """The capped count list_clients runs after the page (diagnostic, part of the above)."""
+    """The capped count list_clients runs before the page (diagnostic, part of the above)."""
     user = db.session.get(User, user_id)
     assert user is not None
-    inner = listing.base_query(user, "", condition(case.shape, keys)).with_only_columns(Client.id)
-    cap = int(SETTINGS["count_cap"]) if SETTINGS["fixes"] else listing.COUNT_CAP
-    stmt = select(func.count()).select_from(inner.limit(cap + 1).subquery())
-    return common.measure(lambda: db.session.scalar(stmt), runs)
+    where = condition(case.shape, keys)
+    return common.measure(lambda: listing.count_clients(user, "", where, listing.COUNT_CAP), runs)
 
 
 def time_baseline(case: Case, keys: Keys, runs: int) -> tuple[Stats, list[int]]:
     conn = db.session.connection()
     cursor = listing.decode_cursor(case.cursor, 2)
-    sql, params = baseline_sql(case.shape, keys, conn.dialect.name, cursor)
+    sql, params = baseline_sql(case.shape, keys, conn.dialect.name, cursor, case.hint)
     statement = text(sql)
     rows: list[Any] = []
 
@@ -298,23 +301,36 @@ def time_http(app: Flask, url: str, runs: int) -> tuple[Stats, int]:
 # --- plans -----------------------------------------------------------------------------
 
 
-def print_plans(case: Case, keys: Keys, user_id: int) -> None:
-    """EXPLAIN every statement list_clients sends for this case."""
+def app_statements(case: Case, keys: Keys, user_id: int) -> list[tuple[str, Any]]:
+    """Every (statement, parameters) one list_clients call sends for this case."""
     user = db.session.get(User, user_id)
     assert user is not None
     fields = active_fields()
     columns = listing.chosen_columns(None, fields)
     with common.captured_statements(db.engine) as seen:
         run_list(user, list_request(keys, case.cursor), fields, columns, case.shape, keys)
+    return seen
+
+
+def hint_check(case: Case, keys: Keys, user_id: int) -> str:
+    """Whether list_clients' page query carries the INDEXED BY the baseline uses."""
+    if case.hint is None:
+        return "no hint expected"
+    sent = any(f"INDEXED BY {case.hint}" in s for s, _ in app_statements(case, keys, user_id))
+    return "app sends INDEXED BY" if sent else "app does NOT send INDEXED BY"
+
+
+def print_plans(case: Case, keys: Keys, user_id: int) -> None:
+    """EXPLAIN every statement list_clients sends for this case."""
+    seen = app_statements(case, keys, user_id)
     conn = db.session.connection()
     print(f"\n=== plans: {case.shape} / {case.page} page (#{case.page_no}) ===")
     for statement, parameters in seen:
         print(f"-- {common.one_line(statement)[:400]}")
         print(f"-- params: {parameters}")
         print(common.explain(conn, statement, parameters))
-    sql, params = baseline_sql(
-        case.shape, keys, conn.dialect.name, listing.decode_cursor(case.cursor, 2)
-    )
+    cursor = listing.decode_cursor(case.cursor, 2)
+    sql, params = baseline_sql(case.shape, keys, conn.dialect.name, cursor, case.hint)
     print(f"-- baseline: {sql}  {params}")
     print(common.explain_text(conn, sql, params))
 
@@ -338,22 +354,6 @@ def parse_args() -> argparse.Namespace:
         "--generate-only",
         action="store_true",
         help="build the database and stop (then run again with --keep)",
-    )
-    parser.add_argument(
-        "--as-is",
-        action="store_true",
-        help="do not apply the PostgreSQL bind_value fix (see common.py)",
-    )
-    parser.add_argument(
-        "--with-fixes",
-        action="store_true",
-        help="time bench/fixes.py's list_clients (proposed changes)",
-    )
-    parser.add_argument(
-        "--count-cap",
-        type=int,
-        default=listing.COUNT_CAP,
-        help="with --with-fixes: the count cap to try",
     )
     parser.add_argument("--no-plans", action="store_true", help="skip the EXPLAIN output")
     parser.add_argument("--json-out", help="also write the figures to this JSON file")
@@ -398,7 +398,7 @@ def run_cases(app: Flask, args: argparse.Namespace) -> tuple[list[Row], dict[str
         user_id = db.session.scalar(select(User.id).where(User.email == common.ADMIN_EMAIL))
         assert user_id is not None
         cases = [
-            Case(shape, page, no, cursor)
+            Case(shape, page, no, cursor, sort_index_hint(shape, keys, backend))
             for shape in SHAPES
             for page, (cursor, no) in page_cursors(shape, keys, backend).items()
         ]
@@ -416,20 +416,21 @@ def run_cases(app: Flask, args: argparse.Namespace) -> tuple[list[Row], dict[str
             func_stats, ids = time_function(case, keys, user_id, args.runs)
             db.session.rollback()
             count = time_count(case, keys, user_id, args.runs)
+            hinted = hint_check(case, keys, user_id)
+            db.session.rollback()
         same = "same ids" if ids == base_ids else "DIFFERENT ids"
         http, statements = time_http(app, http_url(case, keys), args.runs)
         common_args = (case.shape, label, size, backend)
-        name = "list_clients() +fixes" if args.with_fixes else "list_clients()"
         rows.append(
             Row(
                 *common_args,
-                name,
+                "list_clients()",
                 func_stats.median,
                 func_stats.p95,
                 base.median,
                 base.p95,
                 BUDGET_MS,
-                {"baseline": same},
+                {"baseline": same, "hint": case.hint, "hint check": hinted},
             )
         )
         rows.append(
@@ -448,7 +449,7 @@ def run_cases(app: Flask, args: argparse.Namespace) -> tuple[list[Row], dict[str
         print(
             f"{case.shape:6} {label:14} fn p95 {func_stats.p95:7.2f}  http p95 {http.p95:7.2f}  "
             f"count p95 {count.p95:7.2f}  base p95 {base.p95:7.2f}  ({same}, "
-            f"{statements} statements per request)",
+            f"{statements} statements per request; {hinted})",
             flush=True,
         )
     return rows, meta
@@ -460,10 +461,6 @@ def main() -> None:
     reuse = args.keep and common.database_exists(url)
     if not reuse:
         common.create_database(url)
-    if not args.as_is:
-        common.fix_pg_bind_value()
-    SETTINGS["fixes"] = args.with_fixes
-    SETTINGS["count_cap"] = args.count_cap
     app = common.make_app(url)
     prepare(app, url, args, reuse)
     if args.generate_only:

@@ -136,27 +136,6 @@ def login(client: FlaskClient) -> None:
         raise RuntimeError(f"login failed: {response.status_code}")
 
 
-# --- fixes the app still needs (applied by the bench, reported to the lead) -------------
-
-
-def fix_pg_bind_value() -> None:
-    """crm.fields.indexes.bind_value builds cast(json.dumps(v), JSONB) on PostgreSQL; the
-    JSONB bind type serialises again, so 'S3' is sent as the JSON string "\\"S3\\"" and
-    matches nothing (and a keyset bound 318.6 becomes a string, which sorts below every
-    number in jsonb, so page 2 of a custom-field sort jumps to the empty values).
-    cast(v, JSONB) lets the bind type serialise once."""
-    from sqlalchemy.dialects.postgresql import JSONB
-
-    from crm.fields import indexes
-
-    def bind_value(value: Any) -> Any:
-        if indexes.dialect_name() == "postgresql":
-            return sa.cast(value, JSONB)
-        return value
-
-    indexes.bind_value = bind_value
-
-
 # --- statements and plans --------------------------------------------------------------
 
 

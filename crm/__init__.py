@@ -10,6 +10,7 @@ from flask import Flask, request
 
 from crm.config import Settings
 from crm.extensions import babel, csrf, db, htmx, login_manager, migrate
+from crm.sqltypes import use_hinting_compiler
 
 LANGUAGES = ["en", "pl", "de", "cs"]
 
@@ -39,6 +40,9 @@ def _init_extensions(app: Flask) -> None:
     from crm import queue
 
     db.init_app(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            use_hinting_compiler(engine)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     csrf.init_app(app)
     htmx.init_app(app)
@@ -51,23 +55,27 @@ def _init_extensions(app: Flask) -> None:
 def _import_models() -> None:
     """Every model module, so metadata (and Alembic autogenerate) sees all tables."""
     import crm.attachments.models
+    import crm.audit.models
     import crm.auth.models
     import crm.clients.models
     import crm.deals.models
     import crm.fields.models
     import crm.notes.models
     import crm.org.models
+    import crm.security.models
     import crm.tasks.models  # noqa: F401
 
 
 def _register_blueprints(app: Flask) -> None:
     from crm.attachments.views import bp as attachments_bp
+    from crm.audit.views import bp as audit_bp
     from crm.auth.views import bp as auth_bp
     from crm.clients.views import bp as clients_bp
     from crm.deals.views import bp as deals_bp
     from crm.fields.views import bp as fields_bp
     from crm.notes.views import bp as notes_bp
     from crm.org.views import bp as org_bp
+    from crm.security.views import bp as security_bp
     from crm.tasks.views import bp as tasks_bp
     from crm.web.views import bp as web_bp
 
@@ -81,25 +89,34 @@ def _register_blueprints(app: Flask) -> None:
         tasks_bp,
         deals_bp,
         org_bp,
+        audit_bp,
+        security_bp,
     ):
         app.register_blueprint(blueprint)
 
 
 def _register_request_hooks(app: Flask) -> None:
+    from crm.security.views import enforce_network
     from crm.web.access import enforce_access
     from crm.web.security import apply_security_headers
 
     app.before_request(enforce_access)
+    # After enforce_access: a signed-in user outside the IP allow-list is signed out.
+    app.before_request(enforce_network)
     app.after_request(apply_security_headers)
 
 
 def _register_cli(app: Flask) -> None:
+    from crm.audit.cli import audit_cli
     from crm.auth.cli import users_cli
     from crm.cli import bootstrap_command, demo_command, serve_command
     from crm.fields.cli import fields_cli
+    from crm.security.cli import allowlist_cli
 
     app.cli.add_command(users_cli)
+    app.cli.add_command(audit_cli)
     app.cli.add_command(fields_cli)
+    app.cli.add_command(allowlist_cli)
     app.cli.add_command(demo_command)
     app.cli.add_command(serve_command)
     app.cli.add_command(bootstrap_command)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, event
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.types import TypeDecorator
 
@@ -63,3 +64,17 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 def _sqlite_begin(connection: Any) -> None:
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN")
+
+
+class HintingSQLiteCompiler(SQLiteCompiler):
+    """SQLite's compiler with FROM hints: `select().with_hint(table, "INDEXED BY ix",
+    "sqlite")` renders `clients INDEXED BY ix`. SQLAlchemy's own SQLite compiler drops
+    hint text silently, and the client list relies on naming its sort index."""
+
+    def get_from_hint_text(self, table: Any, text: str) -> str:
+        return text
+
+
+def use_hinting_compiler(engine: Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        engine.dialect.statement_compiler = HintingSQLiteCompiler

@@ -7,11 +7,14 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 
+from crm.audit.services import record as audit
 from crm.auth.forms import LoginForm
 from crm.auth.models import User
 from crm.auth.services import authenticate
 from crm.extensions import db, htmx, login_manager
+from crm.security import services as security
 from crm.web.access import login_only, public
+from crm.web.client_ip import client_ip
 from crm.web.render import render
 from crm.web.urls import safe_next
 
@@ -44,12 +47,26 @@ def login() -> ResponseReturnValue:
         return redirect(url_for("web.home"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = authenticate(form.email.data or "", form.password.data or "")
+        ip, email = client_ip(), form.email.data or ""
+        if security.login_throttled(ip, email):
+            # Refused before the password is checked; the same for unknown emails.
+            form.password.errors = [_("Too many attempts. Try again in a few minutes.")]
+            return render("auth/login.html", form=form, status=429)
+        user = authenticate(email, form.password.data or "")
+        if user is not None and not security.ip_allowed(ip, user.role_id):
+            db.session.rollback()  # not signed in: keep last_login_at as it was
+            user = None
+        security.record_login_attempt(ip, email, success=user is not None)
         if user is not None:
             login_user(user)
+            audit("login", actor=user)
             db.session.commit()
             return redirect(safe_next(request.args.get("next")) or url_for("web.home"))
-        # One message for every failure, so it does not tell which emails exist.
+        audit("login_failed", details={"email": email[:254]})
+        db.session.commit()  # the failed attempt counts, in every process
+        # One message for every failure (wrong password, unknown email, a network
+        # outside the allow-list), so it tells neither which emails exist nor that a
+        # password was right.
         form.password.errors = [_("Wrong email or password.")]
     return render("auth/login.html", form=form)
 

@@ -7,12 +7,14 @@ from flask_login import current_user
 from sqlalchemy.orm.attributes import flag_modified
 
 from crm.attachments.services import client_attachments, remove_stored_files
+from crm.audit.services import changes_details
+from crm.audit.services import record as audit
 from crm.auth.permissions import Permission
 from crm.clients import listing
 from crm.clients.forms import CORE_GROUPS, client_form
 from crm.clients.models import Client
 from crm.clients.policy import get_client_or_404
-from crm.clients.services import apply_form, create_client, delete_client
+from crm.clients.services import TEXT_INPUTS, apply_form, create_client, delete_client
 from crm.deals.services import client_deals
 from crm.extensions import db
 from crm.fields.models import CustomField
@@ -88,6 +90,13 @@ def create() -> ResponseReturnValue:
         form.owner_id.data = str(current_user.id)
     if form.validate_on_submit():
         client = create_client(form, current_user)
+        audit(
+            "client.create",
+            target_type="client",
+            target_id=client.id,
+            client_id=client.id,
+            details=changes_details(_created_values(client)),
+        )
         db.session.commit()
         flash(_("Client %(name)s created.", name=client.display_name), "success")
         return redirect(url_for("clients.card", client_id=client.id))
@@ -113,6 +122,8 @@ def _card_context(client: Client) -> dict[str, object]:
 @requires(Permission.CLIENTS_VIEW)
 def card(client_id: int) -> ResponseReturnValue:
     client = get_client_or_404(current_user, client_id)
+    audit("client.view", target_type="client", target_id=client.id, client_id=client.id)
+    db.session.commit()
     return render("clients/card.html", **_card_context(client))
 
 
@@ -125,11 +136,32 @@ def edit(client_id: int) -> ResponseReturnValue:
     if request.method == "GET":
         _fill(form, client, fields)
     if form.validate_on_submit():
-        apply_form(client, form)
+        _audit_update(client, apply_form(client, form))
         db.session.commit()
         flash(_("Saved."), "success")
         return redirect(url_for("clients.card", client_id=client.id))
     return render("clients/form.html", form=form, client=client, fields=fields)
+
+
+def _created_values(client: Client) -> dict[str, tuple[object, object]]:
+    """A new client's filled-in values as a diff from nothing, for the audit log."""
+    values: dict[str, object] = {n: getattr(client, n) for n in TEXT_INPUTS}
+    values["owner_id"] = client.owner_id
+    values["tags"] = sorted(t.name for t in client.tags)
+    values.update({f"cf:{k}": v for k, v in (client.custom or {}).items()})
+    return {k: (None, v) for k, v in values.items() if v not in (None, "", [])}
+
+
+def _audit_update(client: Client, changes: dict[str, tuple[object, object]]) -> None:
+    """One audit entry per save that changed something."""
+    if changes:
+        audit(
+            "client.update",
+            target_type="client",
+            target_id=client.id,
+            client_id=client.id,
+            details=changes_details(changes),
+        )
 
 
 def _fill(form, client: Client, fields: list[CustomField]) -> None:  # type: ignore[no-untyped-def]
@@ -194,7 +226,7 @@ def edit_group(client_id: int, group: str) -> ResponseReturnValue:
     if request.method == "GET":
         _fill(form, client, fields)
     elif form.validate_on_submit():
-        apply_form(client, form)
+        _audit_update(client, apply_form(client, form))
         db.session.commit()
         return render(
             "clients/_group.html", client=client, group=group, fields=fields, display=display
@@ -209,6 +241,13 @@ def delete(client_id: int) -> ResponseReturnValue:
     client = get_client_or_404(current_user, client_id)
     if request.method == "POST":
         name = client.display_name
+        audit(
+            "client.delete",
+            target_type="client",
+            target_id=client.id,
+            client_id=client.id,
+            details={"name": name},
+        )
         storage_keys = delete_client(client)
         db.session.commit()
         remove_stored_files(storage_keys)

@@ -4,6 +4,8 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
+from crm.audit.services import changes_details
+from crm.audit.services import record as audit
 from crm.auth.permissions import Permission
 from crm.extensions import db
 from crm.fields import services
@@ -27,6 +29,29 @@ def _spec(form: FieldForm) -> FieldSpec:
         show_in_list=bool(form.show_in_list.data),
         help_text=form.help_text.data,
     )
+
+
+AUDITED = (
+    "label",
+    "field_type",
+    "choices",
+    "required",
+    "personal_data",
+    "show_in_list",
+    "help_text",
+)
+
+
+def _snapshot(field: CustomField) -> dict[str, object]:
+    return {name: getattr(field, name) for name in AUDITED}
+
+
+def _audit(action: str, field: CustomField, before: dict[str, object] | None = None) -> None:
+    after = _snapshot(field)
+    changes = {k: ((before or {}).get(k), v) for k, v in after.items()}
+    changes = {k: pair for k, pair in changes.items() if pair[0] != pair[1]}
+    details = changes_details(changes) if before is not None else {}
+    audit(action, target_type="field", target_id=field.id, details={"key": field.key, **details})
 
 
 def _get(field_id: int) -> CustomField:
@@ -57,6 +82,7 @@ def create() -> ResponseReturnValue:
         except FieldChangeError as exc:
             form.label.errors = [*form.label.errors, str(exc)]
         else:
+            _audit("field.create", field, before={})
             db.session.commit()
             flash(_("Field “%(label)s” added.", label=field.label), "success")
             return redirect(url_for("fields.index"))
@@ -72,12 +98,14 @@ def edit(field_id: int) -> ResponseReturnValue:
         form.choices.data = "\n".join(field.choices or [])
     change_error = None
     if form.validate_on_submit():
+        before = _snapshot(field)
         try:
             services.update_field(field, _spec(form), organisation().default_phone_region)
         except FieldChangeError as exc:
             db.session.rollback()
             change_error = str(exc)
         else:
+            _audit("field.update", field, before)
             db.session.commit()
             flash(_("Field “%(label)s” saved.", label=field.label), "success")
             return redirect(url_for("fields.index"))
@@ -89,6 +117,7 @@ def edit(field_id: int) -> ResponseReturnValue:
 def archive(field_id: int) -> ResponseReturnValue:
     field = _get(field_id)
     services.archive_field(field)
+    _audit("field.archive", field)
     db.session.commit()
     flash(
         _(
@@ -105,6 +134,7 @@ def archive(field_id: int) -> ResponseReturnValue:
 def restore(field_id: int) -> ResponseReturnValue:
     field = _get(field_id)
     services.restore_field(field)
+    _audit("field.restore", field)
     db.session.commit()
     flash(_("Field “%(label)s” restored.", label=field.label), "success")
     return redirect(url_for("fields.index"))

@@ -155,3 +155,31 @@ def test_broad_search_sorted_by_a_field_whose_index_is_missing_still_works(app, 
             user, listing.ListRequest(q="a", sort="cf:wartosc", per_page=5), active_fields(), []
         )
     assert len(result.clients) == 5
+
+
+def test_broad_filter_on_sqlite_walks_the_sort_index(app, population):
+    """SQLite would read every match through the filter's index and sort them; for a
+    broad filter the list names the sort index instead (see docs/DESIGN.md)."""
+    import sqlalchemy as sa
+
+    statements: list[str] = []
+
+    def capture(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    with app.test_request_context():
+        user = db.session.get(User, population)
+        engine = db.session.get_bind()
+        sa.event.listen(engine, "before_cursor_execute", capture)
+        try:
+            listing.list_clients(
+                user, listing.ListRequest(q="a", sort="cf:wartosc", per_page=5), active_fields(), []
+            )
+            page_queries = [s for s in statements if "FROM clients" in s and "ORDER BY" in s]
+            assert page_queries
+            if engine.dialect.name == "sqlite":
+                assert all("FROM clients INDEXED BY ix_cf_wartosc" in s for s in page_queries)
+            else:  # PostgreSQL plans by statistics; no hint is sent
+                assert not any("INDEXED BY" in s for s in page_queries)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", capture)

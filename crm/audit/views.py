@@ -1,0 +1,136 @@
+"""The audit log viewer at /admin/audit."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import Select, select
+
+from crm.audit.models import AuditEntry
+from crm.auth.models import User
+from crm.auth.permissions import Permission
+from crm.clients.models import Client
+from crm.extensions import db
+from crm.org.services import organisation
+from crm.web.access import requires
+from crm.web.render import render
+
+bp = Blueprint("audit", __name__, url_prefix="/admin/audit", template_folder="templates")
+
+PAGE = 50
+
+ACTIONS = {
+    "login": _l("Signed in"),
+    "login_failed": _l("Failed sign-in"),
+    "client.view": _l("Client viewed"),
+    "client.create": _l("Client created"),
+    "client.update": _l("Client changed"),
+    "client.delete": _l("Client deleted"),
+    "field.create": _l("Field added"),
+    "field.update": _l("Field changed"),
+    "field.archive": _l("Field archived"),
+    "field.restore": _l("Field restored"),
+}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _day(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def _filters() -> dict[str, Any]:
+    args = request.args
+    action = args.get("action", "")
+    return {
+        "user": _int(args.get("user")),
+        "client": _int(args.get("client")),
+        "action": action if action in ACTIONS else "",
+        "date_from": _day(args.get("from")),
+        "date_to": _day(args.get("to")),
+    }
+
+
+def _query(filters: dict[str, Any]) -> Select[tuple[AuditEntry]]:
+    query = select(AuditEntry)
+    if filters["user"]:
+        query = query.where(AuditEntry.actor_id == filters["user"])
+    if filters["client"]:
+        query = query.where(AuditEntry.client_id == filters["client"])
+    if filters["action"]:
+        query = query.where(AuditEntry.action == filters["action"])
+    # Dates are days in the organisation's time zone.
+    zone = ZoneInfo(organisation().timezone)
+    if filters["date_from"]:
+        start = datetime.combine(filters["date_from"], time.min, zone)
+        query = query.where(AuditEntry.created_at >= start)
+    if filters["date_to"]:
+        end = datetime.combine(filters["date_to"] + timedelta(days=1), time.min, zone)
+        query = query.where(AuditEntry.created_at < end)
+    return query
+
+
+def _short(value: Any) -> str:
+    if value is None or value == "":
+        return "∅"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "∅"
+    text = str(value)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def detail_lines(details: dict[str, Any] | None) -> list[str]:
+    """A short rendering: field diffs as "field: old → new", other keys as "key: value"."""
+    lines = []
+    for key, value in (details or {}).items():
+        if key == "changes" and isinstance(value, dict):
+            for field, pair in value.items():
+                old, new = pair if isinstance(pair, list) and len(pair) == 2 else (None, pair)
+                lines.append(f"{field}: {_short(old)} → {_short(new)}")
+        else:
+            lines.append(f"{key}: {_short(value)}")
+    return lines
+
+
+@bp.route("/")
+@requires(Permission.AUDIT_VIEW)
+def index() -> ResponseReturnValue:
+    filters = _filters()
+    query = _query(filters)
+    before = _int(request.args.get("before"))
+    if before:
+        query = query.where(AuditEntry.id < before)
+    rows = db.session.scalars(query.order_by(AuditEntry.id.desc()).limit(PAGE + 1)).all()
+    entries, more = rows[:PAGE], len(rows) > PAGE
+    client_ids = {e.client_id for e in entries if e.client_id}
+    existing = (
+        set(db.session.scalars(select(Client.id).where(Client.id.in_(client_ids))))
+        if client_ids
+        else set()
+    )
+    context = {
+        "entries": entries,
+        "next_before": entries[-1].id if more else None,
+        "existing_clients": existing,
+        "filters": filters,
+        "actions": ACTIONS,
+        "users": db.session.scalars(select(User).order_by(User.email)).all(),
+        "detail_lines": detail_lines,
+        "args": {k: v for k, v in request.args.items() if k != "before" and v},
+    }
+    if before:
+        return render("audit/_rows.html", **context)
+    return render("audit/index.html", "audit/_results.html", **context)

@@ -1,0 +1,1 @@
+"""Network security: the IP allow-list and login throttling."""
