@@ -7,14 +7,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from flask import Flask
+from babel import dates
+from flask import Flask, g
 from flask_babel import (
     format_currency,
     format_date,
     format_datetime,
     format_decimal,
-    format_time,
     get_locale,
+    get_timezone,
 )
 from flask_babel import gettext as _
 
@@ -30,7 +31,20 @@ def _datetime(value: datetime | None, fmt: str | None = None) -> str:
         return ""
     if fmt:
         return format_datetime(value, fmt)
-    return f"{format_date(value, 'medium')}, {format_time(value, 'short')}"
+    locale, zone = _locale_and_zone()
+    local = value.astimezone(zone)
+    return f"{dates.format_date(local, 'medium', locale=locale)}, " + dates.format_time(
+        local, "short", locale=locale
+    )
+
+
+def _locale_and_zone() -> tuple[Any, Any]:
+    """The reader's locale and the organisation's zone, looked up once per request
+    (flask-babel's own helpers look both up on every call)."""
+    cached = g.get("_crm_locale_zone")
+    if cached is None:
+        cached = g._crm_locale_zone = (get_locale(), get_timezone())
+    return cached
 
 
 def _date(value: date | None, fmt: str = "medium") -> str:

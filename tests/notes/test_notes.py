@@ -98,3 +98,27 @@ def test_notes_of_clients_outside_scope_are_unreachable(client, app):
     assert client.get(f"/clients/{client_id}/notes").status_code == 404
     assert client.post(f"/clients/{client_id}/notes", data={"body": "x"}).status_code == 404
     assert client.post(f"/notes/{note_id}/delete").status_code == 404
+
+
+def test_times_show_in_the_organisation_time_zone(admin_client, app):
+    """Stored in UTC, shown in the organisation's zone (Europe/Warsaw by default)."""
+    with app.app_context():
+        client_id = make_client().id
+        db.session.add(
+            Note(
+                client_id=client_id,
+                body="zimą",
+                occurred_at=datetime(2026, 1, 15, 12, 0, tzinfo=UTC),
+            )
+        )
+        db.session.add(
+            Note(
+                client_id=client_id,
+                body="latem",
+                occurred_at=datetime(2026, 7, 15, 12, 0, tzinfo=UTC),
+            )
+        )
+        db.session.commit()
+    card = admin_client.get(f"/clients/{client_id}").get_data(as_text=True)
+    assert "Jan 15, 2026, 1:00\u202fPM" in card or "Jan 15, 2026, 1:00 PM" in card
+    assert "Jul 15, 2026, 2:00\u202fPM" in card or "Jul 15, 2026, 2:00 PM" in card
