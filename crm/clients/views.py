@@ -122,9 +122,13 @@ def _card_context(client: Client) -> dict[str, object]:
 @requires(Permission.CLIENTS_VIEW)
 def card(client_id: int) -> ResponseReturnValue:
     client = get_client_or_404(current_user, client_id)
+    # Render first, then record the view and commit: committing first would expire every
+    # loaded object and reload it during rendering. The page is sent only if the audit
+    # entry committed.
+    response = render("clients/card.html", **_card_context(client))
     audit("client.view", target_type="client", target_id=client.id, client_id=client.id)
     db.session.commit()
-    return render("clients/card.html", **_card_context(client))
+    return response
 
 
 @bp.route("/<int:client_id>/edit", methods=["GET", "POST"])
