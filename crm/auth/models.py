@@ -56,7 +56,9 @@ class User(UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    role: Mapped[Role] = relationship(lazy="joined")
+    # Loaded with the signed-in user (crm.auth.views.load_user); elsewhere a user is
+    # mostly a name on a row, and joining roles into every such row costs time.
+    role: Mapped[Role] = relationship()
     team: Mapped[Team | None] = relationship()
 
     @property

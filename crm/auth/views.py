@@ -6,6 +6,8 @@ from flask import Blueprint, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from crm.audit.services import record as audit
 from crm.auth.forms import LoginForm
@@ -23,7 +25,11 @@ bp = Blueprint("auth", __name__, template_folder="templates")
 
 @login_manager.user_loader
 def load_user(session_token: str) -> User | None:
-    return db.session.query(User).filter_by(session_token=session_token, active=True).first()
+    return db.session.scalar(
+        select(User)
+        .options(joinedload(User.role))
+        .where(User.session_token == session_token, User.active.is_(True))
+    )
 
 
 @login_manager.unauthorized_handler
