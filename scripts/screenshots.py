@@ -223,6 +223,10 @@ def take_all(page: Page, shooter: Shooter, client_id: int) -> None:
     shot("deals")
     page.goto("/clients/99999999")
     shot("not-found", full_page=False)
+    page.goto("/admin/audit/")
+    shot("audit-log")
+    page.goto("/admin/network/")
+    shot("network-access")
 
 
 def run(out: Path, clients: int, chromium: str) -> int:
