@@ -96,6 +96,7 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_request_hooks(app: Flask) -> None:
+    from crm.auth.idle import enforce_idle_lock
     from crm.security.views import enforce_network
     from crm.web.access import enforce_access
     from crm.web.security import apply_security_headers
@@ -103,6 +104,8 @@ def _register_request_hooks(app: Flask) -> None:
     app.before_request(enforce_access)
     # After enforce_access: a signed-in user outside the IP allow-list is signed out.
     app.before_request(enforce_network)
+    # Last: only a signed-in user on an allowed network gets as far as the idle check.
+    app.before_request(enforce_idle_lock)
     app.after_request(apply_security_headers)
 
 

@@ -50,6 +50,7 @@ class Settings:
     mail_from: str = "CRM <crm@localhost>"
     secure_cookies: bool = False
     embedded_workers: bool = True
+    idle_timeout_minutes: int = 15
 
     @classmethod
     def from_env(cls, instance_path: Path) -> Settings:
@@ -69,6 +70,7 @@ class Settings:
             mail_from=_env("CRM_MAIL_FROM", "CRM <crm@localhost>") or "",
             secure_cookies=_env_bool("CRM_SECURE_COOKIES", base_url.startswith("https://")),
             embedded_workers=_env_bool("CRM_EMBEDDED_WORKERS", True),
+            idle_timeout_minutes=_env_int("CRM_IDLE_TIMEOUT_MINUTES", 15),
         )
 
     def flask_config(self) -> dict[str, Any]:
@@ -86,6 +88,7 @@ class Settings:
             "CRM_OUTBOX_DIR": str(self.instance_path / "outbox"),
             "CRM_MAIL_FROM": self.mail_from,
             "CRM_EMBEDDED_WORKERS": self.embedded_workers,
+            "CRM_IDLE_TIMEOUT_SECONDS": max(1, self.idle_timeout_minutes) * 60,
             "MAX_CONTENT_LENGTH": self.max_upload_mb * 1024 * 1024,
             "CRM_MAX_UPLOAD_BYTES": self.max_upload_mb * 1024 * 1024,
             "SESSION_COOKIE_HTTPONLY": True,

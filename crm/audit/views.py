@@ -27,6 +27,8 @@ PAGE = 50
 ACTIONS = {
     "login": _l("Signed in"),
     "login_failed": _l("Failed sign-in"),
+    "unlock": _l("Unlocked after idle"),
+    "unlock_failed": _l("Failed unlock"),
     "client.view": _l("Client viewed"),
     "client.create": _l("Client created"),
     "client.update": _l("Client changed"),

@@ -6,6 +6,14 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
 
+class UnlockForm(FlaskForm):
+    password = PasswordField(
+        _l("Password"),
+        validators=[DataRequired()],
+        render_kw={"autocomplete": "current-password", "autofocus": True},
+    )
+
+
 class LoginForm(FlaskForm):
     email = EmailField(
         _l("Email"),

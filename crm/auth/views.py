@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, request, url_for
+from flask import Blueprint, flash, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
@@ -10,8 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from crm.audit.services import record as audit
-from crm.auth.forms import LoginForm
+from crm.auth.forms import LoginForm, UnlockForm
+from crm.auth.idle import LOCKED, mark_active
 from crm.auth.models import User
+from crm.auth.passwords import verify_password
 from crm.auth.services import authenticate
 from crm.extensions import db, htmx, login_manager
 from crm.security import services as security
@@ -65,6 +67,7 @@ def login() -> ResponseReturnValue:
         security.record_login_attempt(ip, email, success=user is not None)
         if user is not None:
             login_user(user)
+            mark_active()
             audit("login", actor=user)
             db.session.commit()
             return redirect(safe_next(request.args.get("next")) or url_for("web.home"))
@@ -75,6 +78,37 @@ def login() -> ResponseReturnValue:
         # password was right.
         form.password.errors = [_("Wrong email or password.")]
     return render("auth/login.html", form=form)
+
+
+MAX_UNLOCK_FAILURES = 5
+
+
+@bp.route("/lock", methods=["GET", "POST"])
+@login_only
+def lock() -> ResponseReturnValue:
+    """The idle lock screen: the password again, then back to the same page."""
+    target = safe_next(request.values.get("next")) or url_for("web.home")
+    if not session.get(LOCKED):
+        return redirect(target)
+    form = UnlockForm()
+    if form.validate_on_submit():
+        if verify_password(current_user.password_hash, form.password.data or ""):
+            session.pop("unlock_failures", None)
+            mark_active()
+            audit("unlock")
+            db.session.commit()
+            return redirect(target)
+        failures = session.get("unlock_failures", 0) + 1
+        session["unlock_failures"] = failures
+        audit("unlock_failed")
+        db.session.commit()
+        if failures >= MAX_UNLOCK_FAILURES:
+            session.pop("unlock_failures", None)
+            logout_user()
+            flash(_("Too many wrong passwords: you are signed out."), "error")
+            return redirect(url_for("auth.login"))
+        form.password.errors = [_("Wrong password.")]
+    return render("auth/lock.html", form=form, target=target)
 
 
 @bp.route("/logout", methods=["POST"])

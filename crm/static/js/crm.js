@@ -51,3 +51,22 @@ document.addEventListener("change", (event) => {
   if (event.target.id === "field_type") syncChoices();
 });
 document.addEventListener("DOMContentLoaded", syncChoices);
+
+// The idle lock: after the server's idle timeout without input, show the lock screen
+// (the server locks the session by itself; this only shows it on time).
+(function () {
+  const body = document.body;
+  const seconds = Number(body && body.dataset.idleSeconds);
+  if (!seconds) return;
+  let timer = null;
+  const lock = () => {
+    const here = window.location.pathname + window.location.search;
+    window.location.assign(body.dataset.lockUrl + "?next=" + encodeURIComponent(here));
+  };
+  const reset = () => {
+    clearTimeout(timer);
+    timer = setTimeout(lock, seconds * 1000 + 1000);
+  };
+  ["keydown", "click", "htmx:afterRequest"].forEach((name) => document.addEventListener(name, reset));
+  reset();
+})();
