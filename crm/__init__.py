@@ -63,7 +63,8 @@ def _import_models() -> None:
     import crm.notes.models
     import crm.org.models
     import crm.security.models
-    import crm.tasks.models  # noqa: F401
+    import crm.tasks.models
+    import crm.users.models  # noqa: F401
 
 
 def _register_blueprints(app: Flask) -> None:

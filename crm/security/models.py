@@ -44,3 +44,6 @@ class LoginAttempt(db.Model):
     ip: Mapped[str] = mapped_column(String(45))
     email: Mapped[str] = mapped_column(String(254))
     success: Mapped[bool] = mapped_column(Boolean)
+    # "password" for the sign-in form, "totp" for a 2FA code or recovery code: each kind
+    # is throttled on its own count.
+    kind: Mapped[str] = mapped_column(String(8), default="password", server_default="password")
