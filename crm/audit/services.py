@@ -122,6 +122,20 @@ def _last_hash() -> str:
     return checkpoint or GENESIS_HASH
 
 
+def _lock_and_read_last_hash() -> str:
+    """Serialise appends, then read the hash to chain onto. On PostgreSQL one call does
+    both in one round trip (the function audit_append_prev_hash, migration 0005, gives
+    its second statement a snapshot taken after the lock)."""
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        return connection.execute(
+            text("SELECT audit_append_prev_hash(:key, :genesis)"),
+            {"key": APPEND_LOCK_KEY, "genesis": GENESIS_HASH},
+        ).scalar_one()
+    _serialise_appends()
+    return _last_hash()
+
+
 def _current_actor() -> User | None:
     if has_request_context() and current_user and current_user.is_authenticated:
         return current_user._get_current_object()  # type: ignore[attr-defined]
@@ -141,7 +155,7 @@ def record(
     actor = actor or _current_actor()
     ip = client_ip() if has_request_context() else None
     clean = json_safe(details or {})
-    _serialise_appends()
+    prev_hash = _lock_and_read_last_hash()
     entry = AuditEntry(
         created_at=utcnow(),
         actor_id=actor.id if actor else None,
@@ -152,7 +166,7 @@ def record(
         target_id=target_id,
         client_id=client_id,
         details=clean,
-        prev_hash=_last_hash(),
+        prev_hash=prev_hash,
     )
     entry.entry_hash = entry_hash_of(entry)
     db.session.add(entry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import abort
 from sqlalchemy import ColumnElement, or_, select, true
+from sqlalchemy.orm.interfaces import ORMOption
 
 from crm.auth.models import User
 from crm.auth.permissions import ClientScope
@@ -22,10 +23,12 @@ def visible_clients(user: User) -> ColumnElement[bool]:
     return Client.owner_id == user.id
 
 
-def get_client_or_404(user: User, client_id: int) -> Client:
+def get_client_or_404(user: User, client_id: int, *options: ORMOption) -> Client:
     """The client, or 404 when it does not exist or lies outside the user's scope
-    (404, not 403, so ids cannot be probed)."""
-    client = db.session.scalar(select(Client).where(Client.id == client_id, visible_clients(user)))
+    (404, not 403, so ids cannot be probed). `options` are loader options, e.g. to
+    load the owner and tags in the same query."""
+    stmt = select(Client).where(Client.id == client_id, visible_clients(user))
+    client = db.session.scalar(stmt.options(*options))
     if client is None:
         abort(404)
     return client

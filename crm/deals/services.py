@@ -18,6 +18,7 @@ from crm.clients.policy import visible_clients
 from crm.deals.models import Deal, DealStage, StageKind
 from crm.deals.policy import deal_query
 from crm.extensions import db
+from crm.org.services import shared
 
 BOARD_LIMIT = 25  # deals shown per stage column; the rest behind "show all"
 DEAL_PAGE = 50
@@ -33,6 +34,17 @@ class StageError(ValueError):
 
 def all_stages() -> list[DealStage]:
     return list(db.session.scalars(select(DealStage).order_by(DealStage.position, DealStage.id)))
+
+
+def stage_list() -> list[DealStage]:
+    """The stages in pipeline order, for reading: the process's shared copy
+    (crm.org.services.shared). Change stages through all_stages()."""
+    return shared(
+        "deal_stages",
+        lambda session: list(
+            session.scalars(select(DealStage).order_by(DealStage.position, DealStage.id))
+        ),
+    )
 
 
 def stage_usage() -> dict[int, int]:

@@ -41,7 +41,7 @@ CLIENT_OPTIONS = 10
 def _deal_helpers() -> dict[str, Any]:
     # A callable, so pages without a stage select never query the stages; templates
     # call it once and hand the list to the stage_select macro.
-    return {"deal_stages": services.all_stages, "stage_kinds": KIND_LABELS}
+    return {"deal_stages": services.stage_list, "stage_kinds": KIND_LABELS}
 
 
 def _int_arg(name: str) -> int | None:

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask_babel import gettext as _
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from crm.clients.models import Client
 from crm.extensions import db
 from crm.fields import indexes
 from crm.fields.models import CustomField, FieldType
 from crm.fields.values import FieldValueError, as_text, parse_value
+from crm.org.services import shared
 from crm.sqltypes import utcnow
 from crm.text import fold
 
@@ -37,13 +38,22 @@ class FieldSpec:
     help_text: str | None = None
 
 
-def active_fields() -> list[CustomField]:
-    stmt = (
+def _active_fields_stmt() -> Select[tuple[CustomField]]:
+    return (
         select(CustomField)
         .where(CustomField.archived_at.is_(None))
         .order_by(CustomField.position, CustomField.id)
     )
-    return list(db.session.scalars(stmt))
+
+
+def active_fields() -> list[CustomField]:
+    """The fields in use, in their order: the process's shared copy (crm.org.services.
+    shared), for reading. To change fields, load them with active_fields_for_update()."""
+    return shared("active_fields", lambda session: list(session.scalars(_active_fields_stmt())))
+
+
+def active_fields_for_update() -> list[CustomField]:
+    return list(db.session.scalars(_active_fields_stmt()))
 
 
 def all_fields() -> list[CustomField]:
@@ -203,7 +213,7 @@ def restore_field(field: CustomField) -> None:
 
 def move_field(field: CustomField, direction: int) -> None:
     """Swap with the neighbour above (-1) or below (+1) among active fields."""
-    fields = active_fields()
+    fields = active_fields_for_update()
     ids = [f.id for f in fields]
     if field.id not in ids:
         return

@@ -21,3 +21,15 @@ class Organisation(db.Model):
     default_currency: Mapped[str] = mapped_column(String(3), default="PLN")
     default_locale: Mapped[str] = mapped_column(String(8), default="en")
     languages: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["en", "pl", "de", "cs"])
+
+
+class SettingsGeneration(db.Model):
+    """One row whose token changes (database triggers) with every write to the settings
+    tables that every request reads: organisation, allowed_networks, custom_fields,
+    deal_stages. Processes keep copies of those tables and reload them when the token
+    differs (crm.org.services.shared)."""
+
+    __tablename__ = "settings_generation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))

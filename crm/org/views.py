@@ -7,7 +7,7 @@ from flask_babel import gettext as _
 from crm.auth.permissions import Permission
 from crm.extensions import db
 from crm.org.forms import OrganisationForm
-from crm.org.services import organisation
+from crm.org.services import organisation_for_update
 from crm.web.access import requires
 from crm.web.render import render
 
@@ -17,7 +17,7 @@ bp = Blueprint("org", __name__, url_prefix="/admin/organisation", template_folde
 @bp.route("/", methods=["GET", "POST"])
 @requires(Permission.SETTINGS_MANAGE)
 def settings() -> ResponseReturnValue:
-    org = organisation()
+    org = organisation_for_update()
     form = OrganisationForm(obj=org)
     if form.validate_on_submit():
         form.populate_obj(org)

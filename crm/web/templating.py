@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from babel import dates
+from babel import dates, support
 from flask import Flask, g
 from flask_babel import (
     format_currency,
@@ -16,6 +16,7 @@ from flask_babel import (
     format_decimal,
     get_locale,
     get_timezone,
+    get_translations,
 )
 from flask_babel import gettext as _
 
@@ -45,6 +46,31 @@ def _locale_and_zone() -> tuple[Any, Any]:
     if cached is None:
         cached = g._crm_locale_zone = (get_locale(), get_timezone())
     return cached
+
+
+def _translations() -> support.NullTranslations:
+    """The request's catalogue, looked up once: flask-babel resolves the context, domain
+    and locale again on every call, and a card renders some 140 strings."""
+    cached = g.get("_crm_translations")
+    if cached is None:
+        cached = g._crm_translations = get_translations()
+    return cached
+
+
+def _template_gettext(message: str) -> str:
+    return _translations().ugettext(message)
+
+
+def _template_ngettext(singular: str, plural: str, n: int) -> str:
+    return _translations().ungettext(singular, plural, n)
+
+
+def _template_pgettext(context: str, message: str) -> str:
+    return _translations().upgettext(context, message)
+
+
+def _template_npgettext(context: str, singular: str, plural: str, n: int) -> str:
+    return _translations().unpgettext(context, singular, plural, n)
 
 
 def _date(value: date | None, fmt: str = "medium") -> str:
@@ -78,6 +104,15 @@ def _filesize(size: int) -> str:
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(
         dt=_datetime, d=_date, number=_number, money=_money, filesize=_filesize, phone=format_phone
+    )
+    # The same callables flask-babel installs (newstyle: %-formatting and escaping by
+    # Jinja), with the catalogue cached per request.
+    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=_template_gettext,
+        ngettext=_template_ngettext,
+        pgettext=_template_pgettext,
+        npgettext=_template_npgettext,
+        newstyle=True,
     )
     app.jinja_env.globals.update(LANGUAGES=LANGUAGES, Permission=Permission, get_locale=get_locale)
 
