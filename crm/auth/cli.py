@@ -6,8 +6,10 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from crm.audit.services import record as audit
+from crm.auth import twofactor
 from crm.auth.models import User
-from crm.auth.services import AccountError, create_user, ensure_shipped_roles
+from crm.auth.services import AccountError, create_user, ensure_shipped_roles, find_user
 from crm.extensions import db
 
 users_cli = click.Group("users", help="Manage user accounts.")
@@ -42,3 +44,33 @@ def list_command() -> None:
     for user in db.session.scalars(select(User).order_by(User.email)):
         status = "active" if user.active else "deactivated"
         click.echo(f"{user.email}\t{user.role.name}\t{status}")
+
+
+@users_cli.command("reset-2fa")
+@click.argument("email")
+@with_appcontext
+def reset_2fa_command(email: str) -> None:
+    """Turn off EMAIL's two-factor authentication (lost phone) and sign them out
+    everywhere; they set it up again from their account page, or at the next sign-in
+    when their role requires it."""
+    user = find_user(email)
+    if user is None:
+        raise click.ClickException(f"no user with the email {email.strip()}")
+    was_enabled = twofactor.is_enabled(user)
+    removed = twofactor.disable(user)
+    audit(
+        "2fa_reset",
+        target_type="user",
+        target_id=user.id,
+        details={"by": "cli", "email": user.email, "recovery_codes_removed": removed},
+    )
+    db.session.commit()
+    if was_enabled:
+        click.echo(
+            f"Two-factor authentication of {user.email} was reset: "
+            f"{removed} unused recovery codes deleted, every session signed out."
+        )
+    else:
+        click.echo(f"{user.email} had no two-factor authentication; every session was signed out.")
+    if user.role.require_2fa:
+        click.echo(f"Role {user.role.name} requires 2FA: it will be set up at the next sign-in.")

@@ -5,7 +5,7 @@ import secrets
 from sqlalchemy import func, select
 
 from crm.auth.models import Role, User, new_session_token
-from crm.auth.passwords import DUMMY_HASH, MIN_LENGTH, hash_password, verify_password
+from crm.auth.passwords import DUMMY_HASH, hash_password, password_problem, verify_password
 from crm.auth.permissions import SHIPPED_ROLES
 from crm.extensions import db
 from crm.sqltypes import utcnow
@@ -40,8 +40,9 @@ def create_user(email: str, password: str, role_name: str, full_name: str = "") 
     email = normalise_email(email)
     if "@" not in email:
         raise AccountError(f"{email!r} is not an email address")
-    if len(password) < MIN_LENGTH:
-        raise AccountError(f"the password needs at least {MIN_LENGTH} characters")
+    problem = password_problem(password, email=email, name=full_name)
+    if problem is not None:
+        raise AccountError(problem)
     if find_user(email) is not None:
         raise AccountError(f"a user with the email {email} exists already")
     ensure_shipped_roles()
@@ -49,21 +50,37 @@ def create_user(email: str, password: str, role_name: str, full_name: str = "") 
     if role is None:
         names = ", ".join(db.session.scalars(select(Role.name).order_by(Role.name)))
         raise AccountError(f"no role named {role_name!r} (roles: {names})")
-    user = User(email=email, full_name=full_name, password_hash=hash_password(password), role=role)
+    user = User(
+        email=email,
+        full_name=full_name,
+        password_hash=hash_password(password),
+        role=role,
+        password_changed_at=utcnow(),
+    )
     db.session.add(user)
     db.session.flush()
     return user
 
 
-def authenticate(email: str, password: str) -> User | None:
-    """The user, when the email and password match an active account; else None."""
+def check_credentials(email: str, password: str) -> User | None:
+    """The user, when the email and password match an active account; else None.
+
+    Changes nothing: with two-factor authentication the password is only the first step,
+    and the sign-in is recorded when the second one succeeds."""
     user = find_user(email)
     if user is None:
         verify_password(DUMMY_HASH, password)
         return None
     if not verify_password(user.password_hash, password) or not user.active:
         return None
-    user.last_login_at = utcnow()
+    return user
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """Like check_credentials, and records the sign-in time (a sign-in without 2FA)."""
+    user = check_credentials(email, password)
+    if user is not None:
+        user.last_login_at = utcnow()
     return user
 
 

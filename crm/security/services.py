@@ -2,11 +2,13 @@
 
 Allow-list rules: an empty global list allows every address; a non-empty one must
 contain the client address. When the user's role has ranges of its own, the address
-must be inside one of those as well. The ranges are read once per request (cached on
-flask.g), never per process, so a change applies to every process at once.
+must be inside one of those as well. Each process keeps a copy of the ranges and checks
+on every request that no process changed them since (crm.org.services.shared), so a
+change applies to every process at once.
 
 Throttling counts failed attempts in the database over a sliding window, per account
-and per client address; a success never erases failures.
+and per client address; a success never erases failures. Password attempts and 2FA code
+attempts ("totp") are counted apart, each with its own limits.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from flask import g
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from crm.auth.models import Role
 from crm.auth.services import ensure_shipped_roles
 from crm.extensions import db
+from crm.org.services import forget_settings_token, shared
 from crm.security.models import AllowedNetwork, LoginAttempt
 from crm.sqltypes import utcnow
 from crm.web.client_ip import IPNetwork, parse_address
@@ -29,8 +32,11 @@ from crm.web.client_ip import IPNetwork, parse_address
 THROTTLE_WINDOW = timedelta(minutes=15)
 MAX_ACCOUNT_FAILURES = 10  # failures per account in the window before it is throttled
 MAX_IP_FAILURES = 20  # failures per client address in the window before it is throttled
-
-_G_KEY = "_crm_allowlist_rules"
+# A second factor has far fewer possible values than a password, so fewer guesses.
+MAX_TOTP_ACCOUNT_FAILURES = 5
+MAX_TOTP_IP_FAILURES = 20
+KIND_PASSWORD = "password"  # noqa: S105 (the kind of attempt, not a password)
+KIND_TOTP = "totp"
 
 
 class NetworkError(ValueError):
@@ -90,19 +96,20 @@ def rules_from(rows: Iterable[tuple[str, int | None]]) -> Rules:
     return rules
 
 
+def _load_rules(session: Session) -> Rules:
+    rows = session.execute(select(AllowedNetwork.cidr, AllowedNetwork.role_id)).all()
+    return rules_from((row.cidr, row.role_id) for row in rows)
+
+
 def current_rules() -> Rules:
-    """The allow-list as stored now, read once per request."""
-    rules = g.get(_G_KEY)
-    if rules is None:
-        rows = db.session.execute(select(AllowedNetwork.cidr, AllowedNetwork.role_id)).all()
-        rules = rules_from((row.cidr, row.role_id) for row in rows)
-        setattr(g, _G_KEY, rules)
-    return rules
+    """The allow-list as stored now: the process's copy, reloaded whenever any process
+    changed the list (the settings token, crm.org.services.shared)."""
+    return shared("allowlist", _load_rules)
 
 
 def forget_rules() -> None:
-    """Drop the per-request cache after a change in this request."""
-    g.pop(_G_KEY, None)
+    """Read the list again after a change in this request."""
+    forget_settings_token()
 
 
 def ip_allowed(ip: str, role_id: int | None) -> bool:
@@ -178,33 +185,56 @@ def remove_network(row: AllowedNetwork) -> None:
 # --- login throttling ------------------------------------------------------------
 
 
-def _failures_since(column, value: str, since: datetime) -> int:  # type: ignore[no-untyped-def]
+def _failures_since(column, value: str, since: datetime, kind: str) -> int:  # type: ignore[no-untyped-def]
     return (
         db.session.scalar(
             select(func.count(LoginAttempt.id)).where(
                 column == value,
                 LoginAttempt.created_at >= since,
                 LoginAttempt.success.is_(False),
+                LoginAttempt.kind == kind,
             )
         )
         or 0
     )
 
 
-def login_throttled(ip: str, email: str, now: datetime | None = None) -> bool:
-    """True when the account or the address used up its failures in the window."""
+def _throttled(
+    ip: str, email: str, now: datetime | None, kind: str, max_account: int, max_ip: int
+) -> bool:
     since = (now or utcnow()) - THROTTLE_WINDOW
     email = _normal_email(email)
-    if email and _failures_since(LoginAttempt.email, email, since) >= MAX_ACCOUNT_FAILURES:
+    if email and _failures_since(LoginAttempt.email, email, since, kind) >= max_account:
         return True
-    return bool(ip) and _failures_since(LoginAttempt.ip, ip, since) >= MAX_IP_FAILURES
+    return bool(ip) and _failures_since(LoginAttempt.ip, ip, since, kind) >= max_ip
 
 
-def record_login_attempt(ip: str, email: str, success: bool) -> LoginAttempt:
-    attempt = LoginAttempt(ip=(ip or "")[:45], email=_normal_email(email), success=success)
+def _record(ip: str, email: str, success: bool, kind: str) -> LoginAttempt:
+    attempt = LoginAttempt(
+        ip=(ip or "")[:45], email=_normal_email(email), success=success, kind=kind
+    )
     db.session.add(attempt)
     db.session.flush()
     return attempt
+
+
+def login_throttled(ip: str, email: str, now: datetime | None = None) -> bool:
+    """True when the account or the address used up its password failures in the window."""
+    return _throttled(ip, email, now, KIND_PASSWORD, MAX_ACCOUNT_FAILURES, MAX_IP_FAILURES)
+
+
+def record_login_attempt(ip: str, email: str, success: bool) -> LoginAttempt:
+    return _record(ip, email, success, KIND_PASSWORD)
+
+
+def totp_throttled(ip: str, email: str, now: datetime | None = None) -> bool:
+    """True when the account or the address used up its 2FA code failures in the window."""
+    return _throttled(ip, email, now, KIND_TOTP, MAX_TOTP_ACCOUNT_FAILURES, MAX_TOTP_IP_FAILURES)
+
+
+def record_totp_attempt(ip: str, email: str, success: bool) -> LoginAttempt:
+    """One 2FA code (or recovery code) attempt, counted apart from password attempts."""
+    return _record(ip, email, success, KIND_TOTP)
 
 
 def prune_login_attempts(older_than: datetime) -> int:
