@@ -65,14 +65,23 @@ def serve_command(host: str, port: int, threads: int) -> None:
     from waitress import serve
 
     from crm.queue import start_embedded_workers
+    from crm.scheduler.runner import start_embedded_scheduler
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     worker = start_embedded_workers(app)
-    mode = "in-process workers" if worker else "workers: run `dramatiq crm.queue`"
+    # Embedded mode also runs the periodic jobs in a thread (production: `jobs scheduler`).
+    scheduler = start_embedded_scheduler(app) if worker else None
+    mode = (
+        "in-process workers and scheduler"
+        if worker
+        else "workers: run `dramatiq crm.queue`; periodic jobs: `flask jobs scheduler`"
+    )
     mail = app.config.get("CRM_SMTP_URL") or f"files in {app.config['CRM_OUTBOX_DIR']}"
     click.echo(f"CRM on http://{host}:{port}  ({mode}; email to {mail})")
     try:
         serve(app, host=host, port=port, threads=threads, ident="crm")
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         if worker is not None:
             worker.stop()

@@ -437,8 +437,113 @@ def fill_demo(count: int, seed: int = 7, with_activity: bool = True) -> dict[str
             )
         )
         stats.update(_activity(rng, new_ids, owner_ids))
+        stats.update(_consents(rng, new_ids))
     db.session.commit()
     return stats
+
+
+DEMO_PURPOSES: list[tuple[str, str, dict[str, Any], dict[str, str]]] = [
+    (
+        "newsletter",
+        "Newsletter",
+        {"legal_basis": "a", "channels": ["email"], "retention_months": 12},
+        {
+            "en": "We email you our newsletter with news and offers about once a month. "
+            "You can withdraw at any time with the link in every email.",
+            "pl": "Raz w miesiącu wysyłamy newsletter z nowościami i ofertami. "
+            "Zgodę można wycofać w każdej chwili linkiem w każdym e-mailu.",
+            "de": "Wir senden Ihnen etwa monatlich unseren Newsletter. Sie können die "
+            "Einwilligung jederzeit über den Link in jeder E-Mail widerrufen.",
+            "cs": "Zhruba jednou měsíčně vám posíláme newsletter. Souhlas můžete kdykoli "
+            "odvolat odkazem v každém e-mailu.",
+        },
+    ),
+    (
+        "sms_reminders",
+        "SMS appointment reminders",
+        {"legal_basis": "a", "channels": ["sms"], "retention_months": 6},
+        {
+            "en": "We text you a reminder the day before your appointment.",
+            "pl": "Dzień przed wizytą wysyłamy SMS z przypomnieniem.",
+        },
+    ),
+    (
+        "contract",
+        "Contract performance and invoicing",
+        {
+            "legal_basis": "b",
+            "channels": ["email", "phone", "post"],
+            "retention_months": 60,
+            "validity_months": None,
+        },
+        {
+            "en": "We use your contact details to provide the services you book and to "
+            "invoice them; invoices are kept as tax law requires."
+        },
+    ),
+]
+
+
+def _consents(rng: random.Random, ids: list[int]) -> dict[str, int]:
+    """Purposes (once) and consent events for the given new clients, bulk inserted; the
+    state table is then derived from them and the expiry sweep run, as in production."""
+    from crm.consents import services
+    from crm.consents.models import ConsentEvent, ConsentPurpose, LegalBasis
+
+    purposes = {p.key: p for p in db.session.scalars(select(ConsentPurpose))}
+    for key, name, values, notices in DEMO_PURPOSES:
+        if key not in purposes:
+            basis = LegalBasis(values["legal_basis"])
+            spec = services.PurposeSpec(
+                name=name,
+                key=key,
+                data_categories="name, contact details",
+                recipients="email and SMS delivery services (processors)",
+                **(values | {"legal_basis": basis}),
+            )
+            purposes[key] = services.create_purpose(spec, notices, None)
+    # The notice each demo consent was given under: English where there is one.
+    notice = {}
+    for key, purpose in purposes.items():
+        latest = services.latest_notices(purpose.id)
+        notice[key] = latest.get("en") or next(iter(latest.values()))
+    now = datetime.now(UTC)
+    rows = []
+    for cid in ids:
+        for key, share in (("contract", 0.6), ("newsletter", 0.45), ("sms_reminders", 0.3)):
+            if rng.random() >= share:
+                continue
+            purpose = purposes[key]
+            given = now - timedelta(days=rng.randrange(1, 760), seconds=rng.randrange(86400))
+            base = {"client_id": cid, "purpose_id": purpose.id, "notice_id": notice[key].id}
+            expires = services.add_months(given, purpose.validity_months or 0)
+            rows.append(
+                base
+                | {
+                    "kind": "given",
+                    "method": rng.choice(["phone", "in_person", "web_form", "email"]),
+                    "occurred_at": given,
+                    "recorded_at": given,
+                    "expires_at": expires if purpose.validity_months else None,
+                }
+            )
+            if purpose.is_consent and rng.random() < 0.1:
+                withdrawn = given + (min(expires, now) - given) * rng.random()
+                rows.append(
+                    base
+                    | {
+                        "kind": "withdrawn",
+                        "method": "staff",
+                        "occurred_at": withdrawn,
+                        "recorded_at": withdrawn,
+                        "expires_at": None,
+                    }
+                )
+    for start in range(0, len(rows), BATCH):
+        db.session.execute(insert(ConsentEvent.__table__), rows[start : start + BATCH])
+    services.rebuild_states(now)
+    services.sweep_expiry(now)
+    return {"consent events": len(rows)}
 
 
 def _activity(rng: random.Random, ids: list[int], owner_ids: list[int | None]) -> dict[str, int]:
