@@ -1,27 +1,53 @@
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, request, url_for
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import flag_modified
 
 from crm.attachments.services import client_attachments, remove_stored_files
 from crm.audit.services import changes_details
 from crm.audit.services import record as audit
 from crm.auth.permissions import Permission
+from crm.clients import export as export_files
 from crm.clients import listing
 from crm.clients.forms import CORE_GROUPS, client_form
 from crm.clients.models import Client
 from crm.clients.policy import get_client_or_404
 from crm.clients.services import TEXT_INPUTS, apply_form, create_client, delete_client
+from crm.consents.services import consent_panel
 from crm.deals.services import client_deals
-from crm.extensions import db
+from crm.extensions import db, htmx
 from crm.fields.models import CustomField
 from crm.fields.services import active_fields
 from crm.fields.values import display, form_value
 from crm.notes.services import NOTE_PAGE, timeline_page
 from crm.org.services import organisation
+from crm.search import builder
+from crm.search.errors import QueryError
+from crm.search.fields import Catalog
+from crm.search.mass import actions_for, selection_from
+from crm.search.parser import MAX_LENGTH as MAX_QUERY_LENGTH
+from crm.search.services import builder_context, query_condition, sidebar_context
 from crm.tasks.services import open_tasks_for_client
 from crm.web.access import requires
 from crm.web.render import htmx_redirect, render
@@ -29,10 +55,11 @@ from crm.web.render import htmx_redirect, render
 bp = Blueprint("clients", __name__, url_prefix="/clients", template_folder="templates")
 
 
-def _list_request() -> listing.ListRequest:
-    args = request.args
+def _list_request(args: Mapping[str, str]) -> listing.ListRequest:
     return listing.ListRequest(
-        q=args.get("q", "")[:200],
+        # One character over the limit is kept so the parser says "too long" rather
+        # than a cut query meaning something else.
+        q=args.get("q", "")[: MAX_QUERY_LENGTH + 1],
         sort=args.get("sort", "name"),
         desc=args.get("dir") == "desc",
         after=args.get("after") or None,
@@ -41,20 +68,83 @@ def _list_request() -> listing.ListRequest:
     )
 
 
+def _list_columns(
+    args: Mapping[str, str], fields: list[CustomField]
+) -> tuple[list[listing.Column], str | None]:
+    """The list's columns: `columns` in the URL (a saved filter's) wins over the user's
+    own choice. Returns the columns and the URL parameter to keep (None: the user's)."""
+    raw = args.get("columns") or ""
+    if raw:
+        chosen = listing.chosen_columns([k for k in raw.split(",")[:100] if k], fields)
+        return chosen, ",".join(c.key for c in chosen)
+    return listing.chosen_columns(current_user.preferences.get("client_columns"), fields), None
+
+
+def list_context(args: Mapping[str, str], catalog: Catalog | None = None) -> dict[str, Any]:
+    """What clients/_list.html needs for the list these URL parameters ask for (the
+    list page, and the filter builder, which refreshes the list as it changes)."""
+    fields = active_fields()
+    columns, columns_param = _list_columns(args, fields)
+    list_request = _list_request(args)
+    query_error = None
+    try:
+        # `q` is the query language (plain words are the quick search); it becomes the
+        # list's `where`, and listing's own word search is not used on top of it.
+        where = query_condition(list_request.q, catalog)
+    except QueryError as error:
+        query_error = error
+    if query_error is None:
+        result = listing.list_clients(
+            current_user, replace(list_request, q=""), fields, columns, where=where
+        )
+    else:
+        # A bad query shows its error above an empty list, with 200: nothing ran.
+        sort, _exprs, _nullable = listing.resolve_sort(list_request.sort, fields)
+        result = listing.ListResult(
+            clients=[],
+            count=0,
+            count_capped=False,
+            next_cursor=None,
+            prev_cursor=None,
+            sort=sort,
+            desc=list_request.desc,
+            columns=columns,
+        )
+    return {
+        "result": result,
+        "q": list_request.q,
+        "query_error": query_error,
+        "all_columns": listing.available_columns(fields),
+        "columns_param": columns_param,
+        "mass_actions": actions_for(current_user),
+        "display": display,
+    }
+
+
 @bp.route("/")
 @requires(Permission.CLIENTS_VIEW)
 def index() -> ResponseReturnValue:
-    fields = active_fields()
-    columns = listing.chosen_columns(current_user.preferences.get("client_columns"), fields)
-    list_request = _list_request()
-    result = listing.list_clients(current_user, list_request, fields, columns)
+    catalog = Catalog.build()
+    context = list_context(request.args, catalog)
+    # Back/forward restores a pushed address (the builder and the search box push them)
+    # by asking for it again: that needs the whole page, not the list alone.
+    if htmx and not htmx.boosted and not htmx.history_restore_request:
+        body = render_template("clients/_list.html", **context)
+        if htmx.trigger == "q":
+            # Typed into the search box: the filter builder follows the text.
+            view = builder.from_query(context["q"], catalog)
+            body += render_template(
+                "search/_builder.html", oob=True, q=context["q"], **builder_context(view, catalog)
+            )
+        response = make_response(body)
+        response.vary.add("HX-Request")
+        return response
+    view = builder.from_query(context["q"], catalog)
     return render(
         "clients/index.html",
-        "clients/_list.html",
-        result=result,
-        q=list_request.q,
-        all_columns=listing.available_columns(fields),
-        display=display,
+        **context,
+        **builder_context(view, catalog),
+        **sidebar_context(current_user, catalog, context["q"]),
     )
 
 
@@ -62,8 +152,55 @@ def index() -> ResponseReturnValue:
 @requires(Permission.CLIENTS_VIEW)
 def count() -> ResponseReturnValue:
     """The exact number of matches, asked for when the list shows 'more than 1,000'."""
-    total = listing.count_clients(current_user, request.args.get("q", "")[:200], None, cap=0)
-    return render("clients/_count.html", total=total)
+    try:
+        where = query_condition(request.args.get("q", "")[: MAX_QUERY_LENGTH + 1])
+    except QueryError as error:
+        return render("clients/_count.html", total=None, query_error=error)
+    total = listing.count_clients(current_user, "", where, cap=0)
+    return render("clients/_count.html", total=total, query_error=None)
+
+
+@bp.route("/export")
+@requires(Permission.CLIENTS_VIEW, Permission.CLIENTS_EXPORT)
+def export() -> ResponseReturnValue:
+    """The list as a file: the same query, scope and columns as on screen, every row.
+    With `ids` (rows ticked in the list): those clients, still within the scope."""
+    file_format = request.args.get("format", "xlsx")
+    if file_format not in export_files.FORMATS:
+        abort(400)
+    q = request.args.get("q", "")[: MAX_QUERY_LENGTH + 1]
+    selection = selection_from(request.args) if request.args.get("ids") else None
+    if selection is not None:
+        # Ticked rows: base_query ANDs the scope, so forged ids reach nothing.
+        where = Client.id.in_(selection.ids)
+    else:
+        try:
+            where = query_condition(q)
+        except QueryError as error:
+            abort(400, description=_("The query cannot be exported: %(error)s", error=error))
+    fields = active_fields()
+    columns, _param = _list_columns(request.args, fields)
+    total = listing.count_clients(current_user, "", where, cap=0)
+    out_columns = export_files.export_columns(columns, ZoneInfo(organisation().timezone))
+    audit(
+        "clients.export",
+        details={
+            "format": file_format,
+            **(selection.audit_details() if selection is not None else {"query": q}),
+            "rows": total,
+            "columns": [c.label for c in out_columns],
+        },
+    )
+    db.session.commit()
+    clients = export_files.iter_clients(listing.base_query(current_user, "", where))
+    stamp = datetime.now(ZoneInfo(organisation().timezone)).strftime("%Y-%m-%d-%H%M")
+    filename = f"clients-{stamp}.{file_format}"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if file_format == "csv":
+        body = stream_with_context(export_files.csv_chunks(out_columns, clients))
+        return Response(body, mimetype=export_files.FORMATS["csv"], headers=headers)
+    data = export_files.xlsx_bytes(out_columns, clients, title=_("Clients"))
+    return Response(data, mimetype=export_files.FORMATS["xlsx"], headers=headers)
 
 
 @bp.route("/columns", methods=["POST"])
@@ -77,6 +214,7 @@ def columns() -> ResponseReturnValue:
         current_user.preferences["client_columns"] = chosen
     flag_modified(current_user, "preferences")
     db.session.commit()
+    # A saved filter's `columns` in the URL is dropped, so the new choice shows.
     keep = {k: v for k, v in request.form.items() if k in ("q", "sort", "dir") and v}
     return redirect(url_for("clients.index", **keep))
 
@@ -114,6 +252,8 @@ def _card_context(client: Client) -> dict[str, object]:
         "attachments": client_attachments(client.id),
         "tasks": open_tasks_for_client(client.id),
         "deals": client_deals(client.id),
+        # The consent section: states per purpose and the newest events, two queries.
+        "consents": consent_panel(client.id),
         "display": display,
     }
 
@@ -121,7 +261,10 @@ def _card_context(client: Client) -> dict[str, object]:
 @bp.route("/<int:client_id>")
 @requires(Permission.CLIENTS_VIEW)
 def card(client_id: int) -> ResponseReturnValue:
-    client = get_client_or_404(current_user, client_id)
+    # Owner and tags come with the client: one round trip instead of three.
+    client = get_client_or_404(
+        current_user, client_id, joinedload(Client.owner), joinedload(Client.tags)
+    )
     # Render first, then record the view and commit: committing first would expire every
     # loaded object and reload it during rendering. The page is sent only if the audit
     # entry committed.
