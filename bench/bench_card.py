@@ -1,5 +1,6 @@
 """Client card benchmark: GET /clients/<id> for one client with 20 custom fields filled,
-200 notes, some tasks, deals, attachments and tags, among --clients other clients.
+200 notes, 50 consent events over three purposes, some tasks, deals, attachments and
+tags, among --clients other clients.
 
 Figures: the full request through the Flask test client (logged in as admin: session,
 permission check, queries, render), the card's data alone (views._card_context: the
@@ -30,6 +31,8 @@ from crm.auth.models import User
 from crm.clients import views
 from crm.clients.models import Client
 from crm.clients.services import tags_by_name
+from crm.consents.models import ConsentPurpose, EventKind, Method
+from crm.consents.services import latest_notices, record_event
 from crm.deals.models import Deal, DealStage
 from crm.demo import NOTE_TEXTS, fill_demo
 from crm.extensions import db
@@ -42,6 +45,7 @@ from crm.tasks.models import Task
 BUDGET_MS = 30.0
 RICH_EMAIL = "card.bench@example.com"
 NOTES = 200
+CONSENT_EVENTS = 50
 # 13 fields on top of the 7 demo fields: 20 in all, every type represented.
 EXTRA_FIELDS: list[tuple[FieldSpec, Any]] = [
     (FieldSpec("Loyalty card", FieldType.TEXT, []), "LC-2024-00917"),
@@ -181,6 +185,37 @@ def add_activity(client_id: int, admin_id: int, rng: random.Random) -> None:
     )
 
 
+def add_consents(client_id: int, admin_id: int) -> None:
+    """50 consent events through the service (so the state table is right), over the
+    demo purposes (fill_demo creates them): the newsletter and SMS reminders given and
+    withdrawn in turn, the contract given once; newest last, all within the last year."""
+    admin = db.session.get(User, admin_id)
+    purposes = {p.key: p for p in db.session.scalars(select(ConsentPurpose))}
+    start = datetime.now(UTC) - timedelta(days=360)
+    record_event(
+        client_id,
+        purposes["contract"],
+        EventKind.GIVEN,
+        Method.IN_PERSON,
+        notice=latest_notices(purposes["contract"].id)["en"],
+        actor=admin,
+        now=start,
+    )
+    for n in range(CONSENT_EVENTS - 1):
+        purpose = purposes["newsletter" if n % 4 < 2 else "sms_reminders"]
+        kind = EventKind.GIVEN if n % 2 == 0 else EventKind.WITHDRAWN
+        record_event(
+            client_id,
+            purpose,
+            kind,
+            Method.PHONE if kind == EventKind.GIVEN else Method.STAFF,
+            notice=latest_notices(purpose.id)["en"] if kind == EventKind.GIVEN else None,
+            actor=admin,
+            note=f"bench event {n}",
+            now=start + timedelta(days=7 * (n + 1)),
+        )
+
+
 def load(background: int, seed: int) -> None:
     upgrade()
     admin_id = common.create_admin()
@@ -190,6 +225,7 @@ def load(background: int, seed: int) -> None:
     custom = create_fields()
     client_id = create_rich_client(admin_id, custom)
     add_activity(client_id, admin_id, random.Random(seed))
+    add_consents(client_id, admin_id)
     db.session.commit()
     common.analyze(db.engine)
     db.engine.dispose()
@@ -202,7 +238,8 @@ def load(background: int, seed: int) -> None:
 def baseline_queries(client_id: int, user_id: int) -> list[tuple[str, dict[str, Any]]]:
     """What the card shows, as bare SQL: the signed-in user, the client, its owner and
     tags, the field definitions, the newest 21 notes with authors, attachments, open
-    tasks, deals with stage names."""
+    tasks, deals with stage names, the consent states per purpose and the newest 11
+    consent events with notice version and actor."""
     ids = {"cid": client_id}
     return [
         (
@@ -239,6 +276,22 @@ def baseline_queries(client_id: int, user_id: int) -> list[tuple[str, dict[str, 
             "SELECT deals.*, deal_stages.name AS stage FROM deals"
             " JOIN deal_stages ON deal_stages.id = deals.stage_id"
             " WHERE deals.client_id = :cid ORDER BY deals.created_at DESC",
+            ids,
+        ),
+        (
+            "SELECT consent_purposes.*, consent_states.* FROM consent_purposes"
+            " LEFT JOIN consent_states ON consent_states.purpose_id = consent_purposes.id"
+            " AND consent_states.client_id = :cid"
+            " WHERE consent_purposes.archived_at IS NULL OR consent_states.id IS NOT NULL"
+            " ORDER BY consent_purposes.name",
+            ids,
+        ),
+        (
+            "SELECT consent_events.*, consent_notices.language, consent_notices.version,"
+            " users.full_name FROM consent_events"
+            " LEFT JOIN consent_notices ON consent_notices.id = consent_events.notice_id"
+            " LEFT JOIN users ON users.id = consent_events.actor_id"
+            " WHERE consent_events.client_id = :cid ORDER BY consent_events.id DESC LIMIT 11",
             ids,
         ),
     ]
@@ -290,14 +343,14 @@ def time_http(app: Flask, client_id: int, runs: int) -> tuple[Stats, list[str]]:
 def describe(client_id: int) -> dict[str, Any]:
     counts = {
         table: db.session.scalar(text(f"SELECT count(*) FROM {table}")) or 0
-        for table in ("clients", "notes", "tasks", "deals", "attachments")
+        for table in ("clients", "notes", "tasks", "deals", "attachments", "consent_events")
     }
     mine = {
         table: db.session.scalar(
             text(f"SELECT count(*) FROM {table} WHERE client_id = :cid"), {"cid": client_id}
         )
         or 0
-        for table in ("notes", "tasks", "deals", "attachments")
+        for table in ("notes", "tasks", "deals", "attachments", "consent_events")
     }
     fields = len(active_fields())
     client = db.session.get(Client, client_id)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 
 from crm.config import Settings
 from crm.extensions import babel, csrf, db, htmx, login_manager, migrate
@@ -58,10 +58,13 @@ def _import_models() -> None:
     import crm.audit.models
     import crm.auth.models
     import crm.clients.models
+    import crm.consents.models
     import crm.deals.models
     import crm.fields.models
     import crm.notes.models
     import crm.org.models
+    import crm.scheduler.models
+    import crm.search.models
     import crm.security.models
     import crm.tasks.models
     import crm.users.models  # noqa: F401
@@ -72,26 +75,32 @@ def _register_blueprints(app: Flask) -> None:
     from crm.audit.views import bp as audit_bp
     from crm.auth.views import bp as auth_bp
     from crm.clients.views import bp as clients_bp
+    from crm.consents.views import bp as consents_bp
     from crm.deals.views import bp as deals_bp
     from crm.fields.views import bp as fields_bp
     from crm.notes.views import bp as notes_bp
     from crm.org.views import bp as org_bp
+    from crm.search.views import bp as search_bp
     from crm.security.views import bp as security_bp
     from crm.tasks.views import bp as tasks_bp
+    from crm.users.views import bp as users_bp
     from crm.web.views import bp as web_bp
 
     for blueprint in (
         web_bp,
         auth_bp,
         clients_bp,
+        search_bp,
         fields_bp,
         notes_bp,
         attachments_bp,
         tasks_bp,
         deals_bp,
+        consents_bp,
         org_bp,
         audit_bp,
         security_bp,
+        users_bp,
     ):
         app.register_blueprint(blueprint)
 
@@ -114,13 +123,17 @@ def _register_cli(app: Flask) -> None:
     from crm.audit.cli import audit_cli
     from crm.auth.cli import users_cli
     from crm.cli import bootstrap_command, demo_command, serve_command
+    from crm.consents.cli import consents_cli
     from crm.fields.cli import fields_cli
+    from crm.scheduler.cli import jobs_cli
     from crm.security.cli import allowlist_cli
 
     app.cli.add_command(users_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(fields_cli)
     app.cli.add_command(allowlist_cli)
+    app.cli.add_command(consents_cli)
+    app.cli.add_command(jobs_cli)
     app.cli.add_command(demo_command)
     app.cli.add_command(serve_command)
     app.cli.add_command(bootstrap_command)
@@ -129,6 +142,8 @@ def _register_cli(app: Flask) -> None:
 def _select_locale() -> str | None:
     from flask_login import current_user
 
+    if not has_request_context():
+        return None  # CLI commands: the default locale (actors use force_locale)
     if current_user and current_user.is_authenticated and current_user.locale:
         return current_user.locale
     return request.accept_languages.best_match(LANGUAGES) or "en"

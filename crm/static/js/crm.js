@@ -70,3 +70,20 @@ document.addEventListener("DOMContentLoaded", syncChoices);
   ["keydown", "click", "htmx:afterRequest"].forEach((name) => document.addEventListener(name, reset));
   reset();
 })();
+
+// The client list's selection: "select every client on this page" and "all matching"
+// tick every row; unticking a row unticks both (the selection is then the ticked rows).
+document.addEventListener("change", (event) => {
+  const box = event.target;
+  const form = box.closest && box.closest("#mass-form");
+  if (!form || box.type !== "checkbox") return;
+  const page = form.querySelector("[data-select-page]");
+  const all = form.querySelector("#mass-all");
+  if (box === page || box === all) {
+    form.querySelectorAll('input[name="ids"]').forEach((row) => { row.checked = box.checked; });
+    if (box === all && page) page.checked = box.checked;
+    if (box === page && !box.checked && all) all.checked = false;
+  } else if (box.name === "ids" && !box.checked) {
+    [page, all].forEach((el) => { if (el) el.checked = false; });
+  }
+});
