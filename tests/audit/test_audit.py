@@ -295,3 +295,43 @@ def test_an_append_holds_the_write_lock_until_commit(app):
         finally:
             other.close()
         db.session.rollback()
+
+
+def test_verify_passes_on_a_busy_demo_database_and_names_an_edited_entry(client, app):
+    """Demo data, three people signing in, viewing and editing cards in turn: the chain
+    verifies; one row edited behind the triggers' back is named."""
+    assert app.test_cli_runner().invoke(args=["demo", "--clients", "150"]).exit_code == 0
+    with app.app_context():
+        make_user()
+        make_user("anna@example.com", role="manager", name="Anna Łukasiewicz")
+        make_user("jurgen@example.com", role="manager", name="Jürgen Müller")
+        ids = list(db.session.scalars(select(sa.text("id")).select_from(sa.text("clients"))))[:30]
+    for n, (email, client_id) in enumerate(
+        zip(itertools.cycle(["admin@example.com", "anna@example.com", "jurgen@example.com"]), ids)
+    ):
+        login(client, email)
+        assert client.get(f"/clients/{client_id}").status_code == 200
+        edited = client.post(
+            f"/clients/{client_id}/groups/email/edit",
+            data={"email": f"klient{n}@example.com"},
+            headers=HX,
+        )
+        assert edited.status_code == 200
+        client.post("/logout")
+    entries = _entries(app)
+    assert len(entries) >= 90
+    assert {"login", "client.view", "client.update"} <= {e.action for e in entries}
+    result = _verify(app)
+    assert result.exit_code == 0, result.output
+
+    target = entries[len(entries) // 2].id
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(sa.text("ALTER TABLE audit_entries DISABLE TRIGGER USER"))
+        else:
+            db.session.execute(sa.text("DROP TRIGGER audit_entries_no_update"))
+        db.session.commit()
+    _sql_update(app, target)
+    result = _verify(app)
+    assert result.exit_code != 0
+    assert f"Audit entry {target} failed verification" in result.output
