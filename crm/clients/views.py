@@ -151,13 +151,17 @@ def index() -> ResponseReturnValue:
 @bp.route("/count")
 @requires(Permission.CLIENTS_VIEW)
 def count() -> ResponseReturnValue:
-    """The exact number of matches, asked for when the list shows 'more than 1,000'."""
+    """The number of matches, asked for when the list shows 'more than 1,000': exact up
+    to EXACT_COUNT_CAP, "more than 10,000" beyond."""
     try:
         where = query_condition(request.args.get("q", "")[: MAX_QUERY_LENGTH + 1])
     except QueryError as error:
-        return render("clients/_count.html", total=None, query_error=error)
-    total = listing.count_clients(current_user, "", where, cap=0)
-    return render("clients/_count.html", total=total, query_error=None)
+        return render("clients/_count.html", total=None, capped=False, query_error=error)
+    cap = listing.EXACT_COUNT_CAP
+    total = listing.count_clients(current_user, "", where, cap=cap)
+    return render(
+        "clients/_count.html", total=min(total, cap), capped=total > cap, query_error=None
+    )
 
 
 @bp.route("/export")

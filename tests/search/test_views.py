@@ -46,6 +46,18 @@ def test_a_query_filters_the_rows_and_the_count(admin_client, clients):
     assert count.status_code == 200 and "2 clients" in count.get_data(as_text=True)
 
 
+def test_count_all_stops_at_the_cap(admin_client, clients, monkeypatch):
+    from crm.clients import listing
+
+    monkeypatch.setattr(listing, "EXACT_COUNT_CAP", 2)
+    capped = admin_client.get("/clients/count", query_string={"q": 'city = "Łódź"'})
+    assert capped.status_code == 200
+    assert "more than 2 clients" in capped.get_data(as_text=True)  # 3 match
+    exact = admin_client.get("/clients/count", query_string={"q": VALID})
+    assert "2 clients" in exact.get_data(as_text=True)  # at the cap: exact
+    assert "more than" not in exact.get_data(as_text=True)
+
+
 def test_diacritics_in_values_and_folding(admin_client, clients):
     body = _get(admin_client, 'city = "Łódź"')
     assert "3 clients" in body and "Dvořák" not in body
