@@ -57,10 +57,12 @@ def active_fields_for_update() -> list[CustomField]:
 
 
 def all_fields() -> list[CustomField]:
+    """Every field, archived ones last: the process's shared copy, for reading (the
+    search catalogue builds from it on every list request)."""
     stmt = select(CustomField).order_by(
         CustomField.archived_at.is_not(None), CustomField.position, CustomField.id
     )
-    return list(db.session.scalars(stmt))
+    return shared("all_fields", lambda session: list(session.scalars(stmt)))
 
 
 def clean_choices(raw: str | Sequence[str]) -> list[str]:

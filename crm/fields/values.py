@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from flask_babel import format_date, format_decimal
 from flask_babel import gettext as _
 
+from crm import l10n
 from crm.fields.models import CustomField, FieldType
 
 MAX_TEXT = 500
@@ -151,17 +151,18 @@ def as_text(value: Any) -> str:
 
 
 def display(field: CustomField, value: Any) -> str:
-    """A stored value as a person reads it, in their locale."""
+    """A stored value as a person reads it, in their locale (the list calls this for
+    every cell, so the locale and catalogue come from the per-request cache)."""
     kind = field.type
     if kind == FieldType.CHECKBOX:
-        return _("Yes") if value else _("No")
+        return l10n.gettext("Yes") if value else l10n.gettext("No")
     if value is None or value == "" or value == []:
         return ""
     if kind == FieldType.NUMBER:
-        return format_decimal(value)
+        return l10n.format_decimal(value)
     if kind == FieldType.DATE:
         try:
-            return format_date(date.fromisoformat(value))
+            return l10n.format_medium_date(date.fromisoformat(value))
         except (TypeError, ValueError):
             return str(value)
     if kind == FieldType.PHONE:

@@ -7,20 +7,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from babel import dates, support
-from flask import Flask, g
-from flask_babel import (
-    format_currency,
-    format_date,
-    format_datetime,
-    format_decimal,
-    get_locale,
-    get_timezone,
-    get_translations,
-)
-from flask_babel import gettext as _
+from babel import numbers, support
+from flask import Flask
+from flask_babel import format_date, format_datetime, get_locale
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 
-from crm import LANGUAGES
+from crm import LANGUAGES, l10n
 from crm.auth.permissions import Permission
 from crm.fields.values import format_phone
 
@@ -32,33 +26,27 @@ def _datetime(value: datetime | None, fmt: str | None = None) -> str:
         return ""
     if fmt:
         return format_datetime(value, fmt)
-    locale, zone = _locale_and_zone()
-    local = value.astimezone(zone)
-    return f"{dates.format_date(local, 'medium', locale=locale)}, " + dates.format_time(
-        local, "short", locale=locale
-    )
-
-
-def _locale_and_zone() -> tuple[Any, Any]:
-    """The reader's locale and the organisation's zone, looked up once per request
-    (flask-babel's own helpers look both up on every call)."""
-    cached = g.get("_crm_locale_zone")
-    if cached is None:
-        cached = g._crm_locale_zone = (get_locale(), get_timezone())
-    return cached
+    return l10n.format_date_time(value)
 
 
 def _translations() -> support.NullTranslations:
-    """The request's catalogue, looked up once: flask-babel resolves the context, domain
-    and locale again on every call, and a card renders some 140 strings."""
-    cached = g.get("_crm_translations")
-    if cached is None:
-        cached = g._crm_translations = get_translations()
-    return cached
+    return l10n.localised().translations
 
 
 def _template_gettext(message: str) -> str:
     return _translations().ugettext(message)
+
+
+@pass_context
+def _template_underscore(context: Context, message: str, **variables: Any) -> str:
+    """`_()` in templates, in one call instead of Jinja's three (alias, newstyle wrapper,
+    function), with the same result: the translation, marked safe under autoescape and
+    always %-formatted with escaped variables. A card calls it ~170 times."""
+    translated = _translations().ugettext(message)
+    if context.eval_ctx.autoescape:
+        # The catalogue is ours (trusted), as with Jinja's own newstyle gettext.
+        translated = Markup(translated)  # noqa: S704
+    return translated % variables
 
 
 def _template_ngettext(singular: str, plural: str, n: int) -> str:
@@ -74,19 +62,27 @@ def _template_npgettext(context: str, singular: str, plural: str, n: int) -> str
 
 
 def _date(value: date | None, fmt: str = "medium") -> str:
-    return format_date(value, fmt) if value else ""
+    """A date in the reader's locale; a datetime shows its day in the organisation's
+    zone (23:30 UTC on the 1st is already the 2nd in Warsaw)."""
+    if not value:
+        return ""
+    if fmt == "medium":
+        return l10n.format_medium_date(value)
+    if isinstance(value, datetime):
+        value = l10n.local_time(value, l10n.localised().zone).date()
+    return format_date(value, fmt)
 
 
 def _number(value: Any) -> str:
     if value is None or value == "":
         return ""
-    return format_decimal(value)
+    return l10n.format_decimal(value)
 
 
 def _money(amount: Decimal | None, currency: str) -> str:
     if amount is None:
         return ""
-    text = format_currency(amount, currency)
+    text = numbers.format_currency(amount, currency, locale=l10n.localised().locale)
     # English puts a letter code flush against the digits ("PLN19,855.00"): space it.
     if text[:3].isalpha() and len(text) > 3 and not text[3].isspace():
         text = f"{text[:3]}\u00a0{text[3:]}"
@@ -94,11 +90,12 @@ def _money(amount: Decimal | None, currency: str) -> str:
 
 
 def _filesize(size: int) -> str:
+    _ = l10n.gettext
     if size < 1024:
         return _("%(n)s B", n=size)
     if size < 1024 * 1024:
-        return _("%(n)s KB", n=format_decimal(round(size / 1024, 1)))
-    return _("%(n)s MB", n=format_decimal(round(size / (1024 * 1024), 1)))
+        return _("%(n)s KB", n=l10n.format_decimal(round(size / 1024, 1)))
+    return _("%(n)s MB", n=l10n.format_decimal(round(size / (1024 * 1024), 1)))
 
 
 def init_app(app: Flask) -> None:
@@ -114,6 +111,7 @@ def init_app(app: Flask) -> None:
         npgettext=_template_npgettext,
         newstyle=True,
     )
+    app.jinja_env.globals["_"] = _template_underscore
     app.jinja_env.globals.update(LANGUAGES=LANGUAGES, Permission=Permission, get_locale=get_locale)
 
     @app.context_processor

@@ -116,6 +116,25 @@ def test_inline_edit_of_one_group(admin_client, app):
         assert db.session.get(Client, client_id).email == "nowy@example.pl"
 
 
+def test_every_group_on_the_card_opens_its_own_editor(admin_client, app):
+    import re
+
+    from flask import url_for
+
+    with app.app_context():
+        make_field("Kundennummer", "text")
+        client_id = make_client(email="old@example.com", custom={"kundennummer": "K-1"}).id
+    body = admin_client.get(f"/clients/{client_id}").get_data(as_text=True)
+    editors = dict(re.findall(r'id="grp-([a-z0-9_]+)"[^>]*?hx-get="([^"]+)"', body, re.S))
+    assert {"name", "email", "phone", "address", "owner", "tags", "cf_kundennummer"} <= set(editors)
+    with app.test_request_context():
+        for group, href in editors.items():
+            assert href == url_for("clients.edit_group", client_id=client_id, group=group)
+    hx = {"HX-Request": "true"}
+    editor = admin_client.get(editors["cf_kundennummer"], headers=hx)
+    assert editor.status_code == 200 and 'value="K-1"' in editor.get_data(as_text=True)
+
+
 def test_inline_edit_error_comes_back_next_to_the_input_and_saves_nothing(admin_client, app):
     with app.app_context():
         client_id = make_client(email="old@example.com").id

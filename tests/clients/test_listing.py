@@ -136,6 +136,19 @@ def test_unknown_sort_falls_back_to_name(admin_client, population):
     assert 'aria-sort="ascending"' in response.get_data(as_text=True)
 
 
+def test_rows_link_to_their_cards(admin_client, app, population):
+    from flask import url_for
+
+    body = admin_client.get("/clients/").get_data(as_text=True)
+    with app.test_request_context():
+        first = db.session.scalars(
+            db.select(Client).order_by(Client.last_name, Client.first_name, Client.id)
+        ).first()
+        href = url_for("clients.card", client_id=first.id)
+    assert f'<a href="{href}"><strong>' in body
+    assert admin_client.get(href).status_code == 200
+
+
 def test_count_is_capped(app, population, monkeypatch):
     monkeypatch.setattr(listing, "COUNT_CAP", 10)
     with app.test_request_context():
