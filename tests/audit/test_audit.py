@@ -335,3 +335,28 @@ def test_verify_passes_on_a_busy_demo_database_and_names_an_edited_entry(client,
     result = _verify(app)
     assert result.exit_code != 0
     assert f"Audit entry {target} failed verification" in result.output
+
+
+def test_a_card_view_entry_commits_without_waiting_for_the_disk(app):
+    """`durable=False` turns synchronous commit off for its transaction (SET LOCAL, on
+    PostgreSQL; SQLite in WAL mode has no per-transaction switch); a durable entry
+    leaves it on. The test's outer transaction spans both, so the durable one is first.
+    Both chain as usual."""
+    with app.app_context():
+        postgres = db.engine.dialect.name == "postgresql"
+
+        def setting() -> str | None:
+            if not postgres:
+                return None
+            return db.session.scalar(sa.text("SHOW synchronous_commit"))
+
+        record("client.update", target_type="client", target_id=1)
+        durable = setting()
+        db.session.commit()
+        record("client.view", target_type="client", target_id=1, durable=False)
+        relaxed = setting()
+        db.session.commit()
+        if postgres:
+            assert (durable, relaxed) == ("on", "off")
+        assert verify_chain().ok
+        assert [e.action for e in _entries(app)][-2:] == ["client.update", "client.view"]
