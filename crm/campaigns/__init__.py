@@ -1,0 +1,1 @@
+"""Email campaigns: content, audiences resolved into deliveries, sending in batches."""
