@@ -57,10 +57,12 @@ def _import_models() -> None:
     import crm.attachments.models
     import crm.audit.models
     import crm.auth.models
+    import crm.campaigns.models
     import crm.clients.models
     import crm.consents.models
     import crm.deals.models
     import crm.fields.models
+    import crm.mailing.models
     import crm.notes.models
     import crm.org.models
     import crm.scheduler.models
@@ -74,10 +76,12 @@ def _register_blueprints(app: Flask) -> None:
     from crm.attachments.views import bp as attachments_bp
     from crm.audit.views import bp as audit_bp
     from crm.auth.views import bp as auth_bp
+    from crm.campaigns.views import bp as campaigns_bp
     from crm.clients.views import bp as clients_bp
     from crm.consents.views import bp as consents_bp
     from crm.deals.views import bp as deals_bp
     from crm.fields.views import bp as fields_bp
+    from crm.mailing.views import bp as mailing_bp
     from crm.notes.views import bp as notes_bp
     from crm.org.views import bp as org_bp
     from crm.search.views import bp as search_bp
@@ -97,8 +101,10 @@ def _register_blueprints(app: Flask) -> None:
         tasks_bp,
         deals_bp,
         consents_bp,
+        mailing_bp,
         org_bp,
         audit_bp,
+        campaigns_bp,
         security_bp,
         users_bp,
     ):
@@ -122,17 +128,21 @@ def _register_request_hooks(app: Flask) -> None:
 def _register_cli(app: Flask) -> None:
     from crm.audit.cli import audit_cli
     from crm.auth.cli import users_cli
+    from crm.campaigns.cli import campaigns_cli
     from crm.cli import bootstrap_command, demo_command, serve_command
     from crm.consents.cli import consents_cli
     from crm.fields.cli import fields_cli
+    from crm.mailing.cli import import_cli
     from crm.scheduler.cli import jobs_cli
     from crm.security.cli import allowlist_cli
 
     app.cli.add_command(users_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(campaigns_cli)
     app.cli.add_command(fields_cli)
     app.cli.add_command(allowlist_cli)
     app.cli.add_command(consents_cli)
+    app.cli.add_command(import_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(demo_command)
     app.cli.add_command(serve_command)

@@ -27,6 +27,16 @@ def _env_int(name: str, default: int) -> int:
         raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a number, got {raw!r}") from exc
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = _env(name)
     if raw is None:
@@ -51,6 +61,14 @@ class Settings:
     secure_cookies: bool = False
     embedded_workers: bool = True
     idle_timeout_minutes: int = 15
+    # Campaign messages per second over all workers (0: unlimited).
+    mail_rate: float = 0.0
+    # Campaign sending: recipients per claimed batch, seconds before a claim of a silent
+    # worker is given back, first retry delay (doubling), attempts before failing.
+    campaign_batch_size: int = 100
+    campaign_claim_timeout: int = 600
+    campaign_retry_seconds: int = 60
+    campaign_max_attempts: int = 5
 
     @classmethod
     def from_env(cls, instance_path: Path) -> Settings:
@@ -71,6 +89,11 @@ class Settings:
             secure_cookies=_env_bool("CRM_SECURE_COOKIES", base_url.startswith("https://")),
             embedded_workers=_env_bool("CRM_EMBEDDED_WORKERS", True),
             idle_timeout_minutes=_env_int("CRM_IDLE_TIMEOUT_MINUTES", 15),
+            mail_rate=_env_float("CRM_MAIL_RATE", 0.0),
+            campaign_batch_size=_env_int("CRM_CAMPAIGN_BATCH_SIZE", 100),
+            campaign_claim_timeout=_env_int("CRM_CAMPAIGN_CLAIM_TIMEOUT", 600),
+            campaign_retry_seconds=_env_int("CRM_CAMPAIGN_RETRY_SECONDS", 60),
+            campaign_max_attempts=_env_int("CRM_CAMPAIGN_MAX_ATTEMPTS", 5),
         )
 
     def flask_config(self) -> dict[str, Any]:
@@ -89,6 +112,11 @@ class Settings:
             "CRM_MAIL_FROM": self.mail_from,
             "CRM_EMBEDDED_WORKERS": self.embedded_workers,
             "CRM_IDLE_TIMEOUT_SECONDS": max(1, self.idle_timeout_minutes) * 60,
+            "CRM_MAIL_RATE": self.mail_rate,
+            "CRM_CAMPAIGN_BATCH_SIZE": max(1, self.campaign_batch_size),
+            "CRM_CAMPAIGN_CLAIM_TIMEOUT": max(1, self.campaign_claim_timeout),
+            "CRM_CAMPAIGN_RETRY_SECONDS": max(0, self.campaign_retry_seconds),
+            "CRM_CAMPAIGN_MAX_ATTEMPTS": max(1, self.campaign_max_attempts),
             "MAX_CONTENT_LENGTH": self.max_upload_mb * 1024 * 1024,
             "CRM_MAX_UPLOAD_BYTES": self.max_upload_mb * 1024 * 1024,
             "SESSION_COOKIE_HTTPONLY": True,

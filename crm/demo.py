@@ -438,6 +438,7 @@ def fill_demo(count: int, seed: int = 7, with_activity: bool = True) -> dict[str
         )
         stats.update(_activity(rng, new_ids, owner_ids))
         stats.update(_consents(rng, new_ids))
+        stats.update(_mailing_lists())
     db.session.commit()
     return stats
 
@@ -626,3 +627,103 @@ def _activity(rng: random.Random, ids: list[int], owner_ids: list[int | None]) -
     if links:
         db.session.execute(insert(client_tags), links)
     return {"notes": len(notes), "tasks": len(tasks), "deals": len(deals)}
+
+
+DEMO_LIST_GROUP = "Newsletter"
+DEMO_LISTS = [
+    ("Newsletter — monthly", "News and offers, once a month."),
+    ("Newsletter — weekly", "Short tips every Monday."),
+]
+
+
+def _mailing_lists() -> dict[str, int]:
+    """A list group with two lists on the newsletter purpose (once), and a confirmed
+    subscription to one of them for every client whose newsletter consent counts and
+    who has none yet: two INSERT ... SELECT statements, whatever the number of clients."""
+    from sqlalchemy import literal, not_
+
+    from crm.consents.models import ConsentPurpose, ConsentState
+    from crm.consents.services import valid_condition
+    from crm.mailing import services as mailing
+    from crm.mailing.models import ListGroup, MailingList, Subscription, SubscriptionEvent
+
+    purpose = db.session.scalar(select(ConsentPurpose).where(ConsentPurpose.key == "newsletter"))
+    if purpose is None:
+        return {}
+    group = db.session.scalar(select(ListGroup).where(ListGroup.name == DEMO_LIST_GROUP))
+    if group is None:
+        group = mailing.create_group(DEMO_LIST_GROUP, "Monthly or weekly: the same news.", None)
+    lists = []
+    for name, description in DEMO_LISTS:
+        found = mailing.find_list(name) or mailing.create_list(
+            mailing.ListSpec(
+                name=name, description=description, group_id=group.id, purpose_id=purpose.id
+            ),
+            None,
+        )
+        lists.append(found)
+    now = datetime.now(UTC)
+    already = select(Subscription.id).where(
+        Subscription.client_id == ConsentState.client_id,
+        Subscription.list_id.in_([m.id for m in lists]),
+    )
+    total = 0
+    for parity, mlist in enumerate(lists):
+        # Even ids on the monthly list, odd ids on the weekly one.
+        chosen = select(
+            ConsentState.client_id,
+            literal(mlist.id),
+            literal("confirmed"),
+            literal(""),
+            literal(now, MailingList.created_at.type),
+            literal(now, MailingList.created_at.type),
+        ).where(
+            ConsentState.purpose_id == purpose.id,
+            valid_condition(now),
+            ConsentState.client_id % 2 == parity,
+            not_(already.exists()),
+        )
+        result = db.session.execute(
+            insert(Subscription.__table__)
+            .from_select(
+                ["client_id", "list_id", "status", "confirm_nonce", "created_at", "updated_at"],
+                chosen,
+            )
+            .returning(Subscription.__table__.c.id)
+        )
+        total += len(result.all())
+    history = select(
+        Subscription.id,
+        Subscription.client_id,
+        Subscription.list_id,
+        literal(""),
+        Subscription.status,
+        Subscription.created_at,
+        literal(""),
+        literal(""),
+        literal("system"),
+    ).where(
+        Subscription.list_id.in_([m.id for m in lists]),
+        not_(
+            select(SubscriptionEvent.id)
+            .where(SubscriptionEvent.subscription_id == Subscription.id)
+            .exists()
+        ),
+    )
+    db.session.execute(
+        insert(SubscriptionEvent.__table__).from_select(
+            [
+                "subscription_id",
+                "client_id",
+                "list_id",
+                "old_status",
+                "status",
+                "occurred_at",
+                "ip",
+                "user_agent",
+                "source",
+            ],
+            history,
+        )
+    )
+    return {"list subscriptions": total}

@@ -46,6 +46,17 @@ def make_broker(url: str | None) -> dramatiq.Broker:
 class AppContextMiddleware(Middleware):
     """Runs every actor inside a Flask app context (and cleans the DB session up)."""
 
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        # `dramatiq crm.queue` imports this module alone. Building the app now (its
+        # init_app imports every tasks module) declares the actors before the worker
+        # starts, so the worker process consumes their queues.
+        if _state["app"] is None:
+            from crm import create_app
+
+            with _lock:
+                if _state["app"] is None:
+                    _state["app"] = create_app()
+
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         app = _state["app"]
         if app is None:  # a `dramatiq crm.queue` worker process: build the app once
@@ -102,7 +113,9 @@ def init_app(app: Flask) -> None:
 
 def import_actors() -> None:
     """Import every domain's tasks module so its actors are declared on the broker."""
+    import crm.campaigns.tasks
     import crm.mail
+    import crm.mailing.tasks
     import crm.tasks.tasks  # noqa: F401
 
 

@@ -48,7 +48,16 @@ def has_usable_password(password_hash: str) -> bool:
 
 
 # Verified against when the email is unknown, so both paths take the same time.
-DUMMY_HASH = hash_password("not-a-real-password-only-for-timing")
+_dummy_hash: list[str] = []
+
+
+def dummy_hash() -> str:
+    """Computed on first use, not at import: an argon2 hash takes 64 MiB for a moment,
+    which would count in the peak memory of every process that imports the app
+    (worker processes never check a password)."""
+    if not _dummy_hash:
+        _dummy_hash.append(hash_password("not-a-real-password-only-for-timing"))
+    return _dummy_hash[0]
 
 
 # --- rules ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ class Permission(enum.StrEnum):
     USERS_MANAGE = "users:manage"
     AUDIT_VIEW = "audit:view"
     CAMPAIGNS_SEND = "campaigns:send"
+    LISTS_MANAGE = "lists:manage"
 
 
 class ClientScope(enum.StrEnum):

@@ -5,7 +5,7 @@ import secrets
 from sqlalchemy import func, select
 
 from crm.auth.models import Role, User, new_session_token
-from crm.auth.passwords import DUMMY_HASH, hash_password, password_problem, verify_password
+from crm.auth.passwords import dummy_hash, hash_password, password_problem, verify_password
 from crm.auth.permissions import SHIPPED_ROLES
 from crm.extensions import db
 from crm.sqltypes import utcnow
@@ -69,7 +69,7 @@ def check_credentials(email: str, password: str) -> User | None:
     and the sign-in is recorded when the second one succeeds."""
     user = find_user(email)
     if user is None:
-        verify_password(DUMMY_HASH, password)
+        verify_password(dummy_hash(), password)
         return None
     if not verify_password(user.password_hash, password) or not user.active:
         return None

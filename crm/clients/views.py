@@ -28,6 +28,7 @@ from crm.attachments.services import client_attachments, remove_stored_files
 from crm.audit.services import changes_details
 from crm.audit.services import record as audit
 from crm.auth.permissions import Permission
+from crm.campaigns.services import client_messages
 from crm.clients import export as export_files
 from crm.clients import listing
 from crm.clients.forms import CORE_GROUPS, client_form
@@ -40,6 +41,7 @@ from crm.extensions import db, htmx
 from crm.fields.models import CustomField
 from crm.fields.services import active_fields
 from crm.fields.values import display, form_value
+from crm.mailing.services import card_section as mailing_card_section
 from crm.notes.services import NOTE_PAGE, timeline_page
 from crm.org.services import organisation
 from crm.search import builder
@@ -258,6 +260,10 @@ def _card_context(client: Client) -> dict[str, object]:
         "deals": client_deals(client.id),
         # The consent section: states per purpose and the newest events, two queries.
         "consents": consent_panel(client.id),
+        # The mailing list section: one query.
+        "mailing": mailing_card_section(client.id),
+        # The "Emails" section: one query (newest stored messages).
+        "sent_messages": client_messages(client.id),
         "display": display,
     }
 
