@@ -28,7 +28,7 @@ from crm.auth.passwords import verify_password
 from crm.auth.permissions import Permission
 from crm.auth.services import check_credentials
 from crm.extensions import db, htmx, login_manager
-from crm.org.services import organisation
+from crm.org.services import organisation, remember_settings_token, settings_token_column
 from crm.security import services as security
 from crm.sqltypes import utcnow
 from crm.web.access import login_only, public, requires
@@ -41,11 +41,17 @@ bp = Blueprint("auth", __name__, template_folder="templates")
 
 @login_manager.user_loader
 def load_user(session_token: str) -> User | None:
-    return db.session.scalar(
-        select(User)
+    # The settings token (crm.org.services.shared) comes along: one round trip, not two.
+    row = db.session.execute(
+        select(User, settings_token_column())
         .options(joinedload(User.role))
         .where(User.session_token == session_token, User.active.is_(True))
-    )
+    ).first()
+    if row is None:
+        return None
+    user, token = row
+    remember_settings_token(token)
+    return user
 
 
 @login_manager.unauthorized_handler

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import current_app, g, has_app_context
-from sqlalchemy import event, select
+from sqlalchemy import ScalarSelect, event, select
 from sqlalchemy.orm import Session
 
 from crm.extensions import db
@@ -39,6 +39,17 @@ def settings_token() -> str:
         )
         token = g._crm_settings_token = token or ""
     return token
+
+
+def settings_token_column() -> ScalarSelect[str]:
+    """The token as a column, for a query every request sends anyway (the signed-in
+    user's): it saves the token its own round trip. Pass the value to
+    remember_settings_token()."""
+    return select(SettingsGeneration.token).where(SettingsGeneration.id == 1).scalar_subquery()
+
+
+def remember_settings_token(token: str | None) -> None:
+    g._crm_settings_token = token or ""
 
 
 def forget_settings_token() -> None:

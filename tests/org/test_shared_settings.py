@@ -98,3 +98,22 @@ def test_another_process_sees_changes_on_its_next_request(tmp_path: Path, monkey
         for application in (first, second):
             with application.app_context():
                 db.engine.dispose()
+
+
+def test_a_signed_in_request_reads_the_token_with_the_user(app: Flask, admin_client) -> None:
+    """The user loader's query carries the settings token: no round trip of its own."""
+    admin_client.get("/clients/")  # warm the process's copies
+    seen: list[str] = []
+
+    def remember(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        assert admin_client.get("/clients/").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    with_token = [s for s in seen if "settings_generation" in s]
+    assert len(with_token) == 1 and "FROM users" in with_token[0]
