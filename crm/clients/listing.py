@@ -299,7 +299,7 @@ def list_clients(
         # be, until `flask fields reindex`): then let the planner choose.
         if not sort.startswith("cf:") or index in indexes.existing_indexes():
             stmt = stmt.with_hint(Client, f"INDEXED BY {index}", "sqlite")
-    options = [joinedload(Client.owner)]
+    options = [joinedload(Client.owner).load_only(*User.display_columns())]
     if any(c.key == "tags" for c in columns):
         options.append(selectinload(Client.tags))
     stmt = stmt.options(*options)

@@ -27,6 +27,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from crm.attachments.services import client_attachments, remove_stored_files
 from crm.audit.services import changes_details
 from crm.audit.services import record as audit
+from crm.auth.models import User
 from crm.auth.permissions import Permission
 from crm.campaigns.services import client_messages
 from crm.clients import export as export_files
@@ -273,7 +274,10 @@ def _card_context(client: Client) -> dict[str, object]:
 def card(client_id: int) -> ResponseReturnValue:
     # Owner and tags come with the client: one round trip instead of three.
     client = get_client_or_404(
-        current_user, client_id, joinedload(Client.owner), joinedload(Client.tags)
+        current_user,
+        client_id,
+        joinedload(Client.owner).load_only(*User.display_columns()),
+        joinedload(Client.tags),
     )
     # Render first, then record the view and commit: committing first would expire every
     # loaded object and reload it during rendering. The page is sent only if the audit

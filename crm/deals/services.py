@@ -137,7 +137,10 @@ def client_deals(client_id: int) -> list[Deal]:
     stmt = (
         select(Deal)
         .join(Deal.stage)
-        .options(contains_eager(Deal.stage), joinedload(Deal.owner))
+        .options(
+            contains_eager(Deal.stage),
+            joinedload(Deal.owner).load_only(*User.display_columns()),
+        )
         .where(Deal.client_id == client_id)
         .order_by(
             case((DealStage.kind == StageKind.OPEN.value, 0), else_=1),

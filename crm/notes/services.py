@@ -36,7 +36,7 @@ def timeline_page(
     Returns the entries and the token for the next (older) page, if there is one."""
     stmt = (
         select(Note)
-        .options(joinedload(Note.author))
+        .options(joinedload(Note.author).load_only(*User.display_columns()))
         .where(Note.client_id == client_id)
         .order_by(Note.occurred_at.desc(), Note.id.desc())
         .limit(limit + 1)

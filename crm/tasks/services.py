@@ -46,7 +46,7 @@ def open_tasks_for_client(client_id: int) -> list[Task]:
     """The client's open tasks: earliest due first, undated last."""
     stmt = (
         select(Task)
-        .options(joinedload(Task.assignee))
+        .options(joinedload(Task.assignee).load_only(*User.display_columns()))
         .where(Task.client_id == client_id, Task.status == TaskStatus.OPEN.value)
         .order_by(Task.due_date.is_(None), Task.due_date, Task.id)
     )
