@@ -5,6 +5,7 @@ import re
 import pytest
 from sqlalchemy import select
 
+from crm.auth.models import User
 from crm.clients.models import Client
 from crm.extensions import db
 from crm.notes.models import Note
@@ -272,3 +273,30 @@ def test_column_chooser_is_remembered(admin_client, app):
     assert labels == ["Name", "Company", "Tags"]
     admin_client.post("/clients/columns", data={"reset": "1"})
     assert ">City</a>" in admin_client.get("/clients/").get_data(as_text=True)
+
+
+def test_the_card_loads_other_users_without_their_secrets(admin_client, app):
+    """Only the signed-in user's own row is loaded whole; the owner, note authors, task
+    assignees and deal owners shown on the card bring only what their name needs."""
+    from sqlalchemy import event
+
+    with app.app_context():
+        make_user("owner@example.com", role="sales", name="Olga Owner")
+        owner = db.session.scalar(db.select(User).where(User.email == "owner@example.com"))
+        client_id = make_client(email="card@example.com", owner_id=owner.id).id
+    admin_client.get(f"/clients/{client_id}")
+    seen: list[str] = []
+
+    def remember(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        body = admin_client.get(f"/clients/{client_id}").get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    assert "Olga Owner" in body
+    with_secrets = [s for s in seen if "password_hash" in s or "totp_secret" in s]
+    assert len(with_secrets) == 1 and "session_token" in with_secrets[0]  # the loader
