@@ -120,7 +120,9 @@ class ListRequest:
 @dataclass
 class ListResult:
     clients: list[Client]
-    count: int
+    # None: not counted with the page (PostgreSQL, more than one page of matches); the
+    # list asks /clients/count?cap=list for it after the rows are shown.
+    count: int | None
     count_capped: bool
     next_cursor: str | None
     prev_cursor: str | None
@@ -282,16 +284,17 @@ def list_clients(
     where: ColumnElement[bool] | None = None,
 ) -> ListResult:
     sort, exprs, nullable = resolve_sort(request.sort, fields)
-    count = count_clients(user, request.q, where, COUNT_CAP)
-    capped = count > COUNT_CAP
+    # SQLite needs the (capped) count before the page, to choose its plan. PostgreSQL
+    # does not, and there the capped count of a broad filter is a scan until COUNT_CAP
+    # matches (10-20 ms at 1M clients): the page goes without it and the list loads it
+    # in a second request (bench/README.md, "Search").
+    sqlite = indexes.dialect_name() == "sqlite"
+    count: int | None = count_clients(user, request.q, where, COUNT_CAP) if sqlite else None
+    capped = count is not None and count > COUNT_CAP
 
     stmt = base_query(user, request.q, where)
     filtered = where is not None or bool(request.q.strip())
-    if (
-        filtered
-        and indexes.dialect_name() == "sqlite"
-        and _sort_index_pays(count, capped, request.per_page)
-    ):
+    if filtered and sqlite and _sort_index_pays(count or 0, capped, request.per_page):
         # SQLite's planner picks the filter's index and sorts every match, whatever the
         # LIMIT; for a broad filter, walking the sort index is far cheaper (bench/).
         index = indexes.index_name(sort[3:]) if sort.startswith("cf:") else SORT_INDEXES[sort]
@@ -317,10 +320,13 @@ def list_clients(
     has_prev = (more if backwards else cursor is not None) and bool(rows)
     if backwards and cursor is None:
         has_next = False  # "last page": nothing after it
+    if count is None and cursor is None and not more and not backwards:
+        count = len(rows)  # the first page holds every match: counted for free
+        capped = count > COUNT_CAP
 
     return ListResult(
         clients=rows,
-        count=min(count, COUNT_CAP),
+        count=None if count is None else min(count, COUNT_CAP),
         count_capped=capped,
         next_cursor=encode_cursor(row_key(rows[-1], sort)) if rows and has_next else None,
         prev_cursor=encode_cursor(row_key(rows[0], sort)) if rows and has_prev else None,

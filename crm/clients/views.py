@@ -154,16 +154,24 @@ def index() -> ResponseReturnValue:
 @bp.route("/count")
 @requires(Permission.CLIENTS_VIEW)
 def count() -> ResponseReturnValue:
-    """The number of matches, asked for when the list shows 'more than 1,000': exact up
-    to EXACT_COUNT_CAP, "more than 10,000" beyond."""
+    """The number of matches: with `cap=list`, the list's own count (up to COUNT_CAP,
+    then "more than 1,000" and "count all"), which PostgreSQL loads after the rows;
+    otherwise "count all": exact up to EXACT_COUNT_CAP, "more than 10,000" beyond."""
+    list_count = request.args.get("cap") == "list"
+    q = request.args.get("q", "")[: MAX_QUERY_LENGTH + 1]
     try:
-        where = query_condition(request.args.get("q", "")[: MAX_QUERY_LENGTH + 1])
+        where = query_condition(q)
     except QueryError as error:
         return render("clients/_count.html", total=None, capped=False, query_error=error)
-    cap = listing.EXACT_COUNT_CAP
+    cap = listing.COUNT_CAP if list_count else listing.EXACT_COUNT_CAP
     total = listing.count_clients(current_user, "", where, cap=cap)
     return render(
-        "clients/_count.html", total=min(total, cap), capped=total > cap, query_error=None
+        "clients/_count.html",
+        total=min(total, cap),
+        capped=total > cap,
+        offer_count_all=list_count,
+        q=q,
+        query_error=None,
     )
 
 

@@ -196,3 +196,26 @@ def test_broad_filter_on_sqlite_walks_the_sort_index(app, population):
                 assert not any("INDEXED BY" in s for s in page_queries)
         finally:
             sa.event.remove(engine, "before_cursor_execute", capture)
+
+
+def test_postgresql_counts_after_the_page_sqlite_with_it(admin_client, app, population):
+    """PostgreSQL: more than one page of matches leaves the count to a second request
+    (cap=list), which answers as the list would; a first page holding every match is
+    counted from its rows. SQLite counts before the page (its plan depends on it)."""
+    with app.test_request_context():
+        user = db.session.get(User, population)
+        postgres = db.engine.dialect.name == "postgresql"
+        paged = listing.list_clients(user, listing.ListRequest(per_page=10), active_fields(), [])
+        whole = listing.list_clients(user, listing.ListRequest(), active_fields(), [])
+    assert whole.count == 47 and not whole.count_capped
+    assert paged.count == (None if postgres else 47)
+    body = admin_client.get("/clients/").get_data(as_text=True)
+    assert "47 clients" in body  # one page of 50 holds them all, on both databases
+    count = admin_client.get("/clients/count", query_string={"cap": "list"})
+    assert count.status_code == 200 and "47 clients" in count.get_data(as_text=True)
+
+
+def test_the_deferred_count_says_more_than_the_cap(admin_client, population, monkeypatch):
+    monkeypatch.setattr(listing, "COUNT_CAP", 10)
+    body = admin_client.get("/clients/count", query_string={"cap": "list"}).get_data(as_text=True)
+    assert "More than 10 clients" in body and "count all" in body
