@@ -105,6 +105,27 @@ def busy_client_id(app: Flask) -> int:
         return int(found)
 
 
+def mailing_pages(app: Flask) -> dict[str, str]:
+    """A demo list and the public unsubscribe page of one of its confirmed subscribers
+    (the path only: the screenshots' server has its own address)."""
+    from urllib.parse import urlsplit
+
+    from sqlalchemy import select
+
+    from crm.extensions import db
+    from crm.mailing.models import Subscription
+    from crm.mailing.services import unsubscribe_url
+
+    with app.test_request_context():
+        sub = db.session.scalars(
+            select(Subscription).where(Subscription.status == "confirmed").limit(1)
+        ).first()
+        if sub is None:
+            raise SystemExit("the demo data has no confirmed subscription")
+        link = urlsplit(unsubscribe_url(sub.client_id, sub.list_id))
+        return {"list": f"/admin/lists/{sub.list_id}/subscribers", "unsubscribe": link.path}
+
+
 @contextmanager
 def serving(app: Flask) -> Iterator[str]:
     from werkzeug.serving import make_server
@@ -172,7 +193,7 @@ class Shooter:
             )
 
 
-def take_all(page: Page, shooter: Shooter, client_id: int) -> None:
+def take_all(page: Page, shooter: Shooter, client_id: int, mailing: dict[str, str]) -> None:
     shot = shooter.shoot
     page.goto("/login")
     shot("login", full_page=False)
@@ -245,6 +266,21 @@ def take_all(page: Page, shooter: Shooter, client_id: int) -> None:
     shot("two-factor")
     page.goto("/account/2fa/setup")
     shot("two-factor-setup")
+    page.goto("/admin/lists/")
+    shot("mailing-lists")
+    page.goto("/admin/lists/new")
+    shot("mailing-list-new")
+    page.goto(mailing["list"])
+    shot("mailing-list-subscribers")
+    page.goto("/admin/lists/import")
+    shot("mailing-import")
+    page.goto("/campaigns/")
+    shot("campaigns")
+    page.goto("/campaigns/new")
+    shot("campaign-new")
+    # The recipient's page: no session needed, but one does no harm here.
+    page.goto(mailing["unsubscribe"])
+    shot("unsubscribe-page")
 
 
 def run(out: Path, clients: int, chromium: str) -> int:
@@ -254,6 +290,7 @@ def run(out: Path, clients: int, chromium: str) -> int:
     with tempfile.TemporaryDirectory(prefix="crm-screens-") as tmp_name:
         app = build_app(Path(tmp_name), clients)
         client_id = busy_client_id(app)
+        mailing = mailing_pages(app)
         saved: list[Path] = []
         overflowing: list[str] = []
         failures: list[str] = []
@@ -265,7 +302,7 @@ def run(out: Path, clients: int, chromium: str) -> int:
                     context.set_default_timeout(15_000)
                     page = context.new_page()
                     shooter = Shooter(page, out, name)
-                    take_all(page, shooter, client_id)
+                    take_all(page, shooter, client_id, mailing)
                     context.close()
                     saved += shooter.saved
                     overflowing += shooter.overflowing
