@@ -23,7 +23,7 @@ from flask_migrate import upgrade
 from flask_sqlalchemy.session import _app_ctx_id
 from sqlalchemy.orm import scoped_session, sessionmaker
 
-from crm import create_app
+from crm import create_app, queue
 from crm.config import normalise_database_url
 from crm.extensions import db
 
@@ -97,6 +97,9 @@ def _transaction(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     app: Flask = request.getfixturevalue("app")
+    # Workers run actors in the last app created (crm.queue.init_app); a test that made
+    # an app of its own must not leave later tests' actors running in it.
+    queue._state["app"] = app
     with app.app_context():
         connection = db.engine.connect()
     outer = connection.begin()
