@@ -360,7 +360,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--processes", default="1,2", help="worker process counts to run")
     parser.add_argument("--threads", type=int, default=2, help="threads per worker process")
-    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=500, help="CRM_CAMPAIGN_BATCH_SIZE")
     parser.add_argument(
         "--redis", default=os.environ.get("CRM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
     )
@@ -394,6 +394,10 @@ def main() -> None:
         "CRM_EMBEDDED_WORKERS": "0",
         "CRM_CAMPAIGN_BATCH_SIZE": str(args.batch_size),
         "CRM_MAIL_RATE": "0",
+        # Each worker process takes as many messages as it has threads: by default a
+        # dramatiq process prefetches twice that, so the first process to poll took
+        # every message of the campaign and the second process sent nothing.
+        "dramatiq_queue_prefetch": str(args.threads),
     }
     # The bench process enqueues to the same Redis as the workers.
     import crm.queue

@@ -24,7 +24,7 @@ from flask import current_app, has_request_context, url_for
 from flask_babel import force_locale, format_date
 from flask_babel import gettext as _
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Integer, Select, String, and_, any_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crm.audit.services import changes_details, record
@@ -128,6 +128,17 @@ def suppress(email: str, reason: SuppressionReason | str) -> None:
     record("mailing.suppress", target_type="suppression", details={"reason": reason})
 
 
+def _among(column: Any, values: list[Any], item_type: Any) -> Any:
+    """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter instead
+    of one per value (a batch of 500 placeholders took longer to send and plan than
+    the query took to run)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam("among", values, type_=ARRAY(item_type)))
+    return column.in_(values)
+
+
 def suppressed_hashes(hashes: Iterable[str]) -> set[str]:
     wanted = list(set(hashes))
     if not wanted:
@@ -137,7 +148,9 @@ def suppressed_hashes(hashes: Iterable[str]) -> set[str]:
         chunk = wanted[start : start + 500]
         found.update(
             db.session.scalars(
-                select(Suppression.email_hash).where(Suppression.email_hash.in_(chunk))
+                select(Suppression.email_hash).where(
+                    _among(Suppression.email_hash, chunk, String())
+                )
             )
         )
     return found
@@ -1047,10 +1060,10 @@ def blocked_client_ids(
                     ConsentState.purpose_id == mlist.purpose_id,
                 ),
             )
-            .where(Client.id.in_(ids))
+            .where(_among(Client.id, ids, Integer()))
         )
     else:
-        stmt = select(Client.id, Client.email).where(Client.id.in_(ids))
+        stmt = select(Client.id, Client.email).where(_among(Client.id, ids, Integer()))
     rows = db.session.execute(stmt).all()
     found = {row.id for row in rows}
     for missing in set(ids) - found:

@@ -71,6 +71,53 @@ def test_refusals_and_temporary_failures(smtp, pipelining):
         transport.close()
 
 
+def test_announcing_the_next_envelope_keeps_every_answer_with_its_message(smtp):
+    """One round trip a message: each message's content goes with the next envelope;
+    a refusal of an announced recipient, a temporary failure and a different message
+    than the one announced each get the right answer, and nothing extra arrives."""
+    smtp.handler.reject = {"gone@example.pl"}
+    sender = "s@example.pl"
+    transport = SMTPTransport(smtp.url)
+    try:
+        first = transport.send(sender, "a@example.pl", MESSAGE, then=(sender, "gone@example.pl"))
+        assert first.outcome is Outcome.SENT
+        refused = transport.send(sender, "gone@example.pl", MESSAGE, then=(sender, "b@example.pl"))
+        assert (refused.outcome, refused.bounce) == (Outcome.PERMANENT, True)
+        # After a refusal nothing is open: the next message takes the ordinary path.
+        smtp.handler.fail_share = 1.0
+        failed = transport.send(sender, "b@example.pl", MESSAGE, then=(sender, "c@example.pl"))
+        assert (failed.outcome, failed.answer[:3]) == (Outcome.TEMPORARY, "451")
+        smtp.handler.fail_share = 0.0
+        assert transport.send(sender, "c@example.pl", MESSAGE).outcome is Outcome.SENT
+        assert transport.connections == 1
+        # Announced d@, but e@ is sent instead (a batch cut short): d@ gets nothing.
+        sent = transport.send(sender, "x@example.pl", MESSAGE, then=(sender, "d@example.pl"))
+        assert sent.outcome is Outcome.SENT
+        assert transport.send(sender, "e@example.pl", MESSAGE).outcome is Outcome.SENT
+        assert transport.connections == 2  # the open envelope was abandoned by hanging up
+        # Closing with an envelope open delivers nothing either.
+        sent = transport.send(sender, "f@example.pl", MESSAGE, then=(sender, "g@example.pl"))
+        assert sent.outcome is Outcome.SENT
+    finally:
+        transport.close()
+    deadline = time.monotonic() + 5
+    expected = ["a@example.pl", "c@example.pl", "x@example.pl", "e@example.pl", "f@example.pl"]
+    while smtp.recipients() != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert smtp.recipients() == expected
+    assert all(m.data == MESSAGE for m in smtp.messages)
+
+
+def test_messages_starting_lines_with_a_dot_are_stuffed(smtp):
+    transport = SMTPTransport(smtp.url)
+    data = b"Subject: dots\r\n\r\n.first\r\nmiddle\r\n..second\r\n"
+    try:
+        assert transport.send("s@example.pl", "a@example.pl", data).outcome is Outcome.SENT
+    finally:
+        transport.close()
+    assert smtp.messages[0].data == data
+
+
 def test_no_server_is_a_temporary_failure():
     transport = SMTPTransport(f"smtp://127.0.0.1:{free_port()}", timeout=2)
     result = transport.send("s@example.pl", "a@example.pl", MESSAGE)
