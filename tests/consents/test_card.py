@@ -240,3 +240,29 @@ def test_clients_outside_the_scope_answer_404(client, app):
         assert client.post(path, data={"purpose_id": purpose_id}).status_code == 404, path
     with app.app_context():
         assert db.session.scalar(select(ConsentEvent)) is None
+
+
+def test_changing_the_purpose_shows_that_purposes_notice(admin_client, app):
+    """The record form reloads on a change of purpose (hx-get with the form's fields):
+    the notice shown and offered is the new purpose's, not the previous one's."""
+    with app.app_context():
+        client_id = make_client(first_name="Łucja", last_name="Dvořák").id
+        first = make_purpose("Angebote", notices={"pl": "Raz w tygodniu wysyłamy nowości."})
+        second_id = make_purpose("Telefon", notices={"en": "Once a month we phone you."}).id
+        old_notice = services.latest_notices(first.id)["pl"].id
+    opened = admin_client.get(f"/clients/{client_id}/consents/record", headers=HX)
+    assert "Raz w tygodniu" in opened.get_data(as_text=True)  # the first purpose
+    changed = admin_client.get(
+        f"/clients/{client_id}/consents/record",
+        query_string={
+            "purpose_id": second_id,
+            "notice_id": old_notice,
+            "kind": "given",
+            "method": "phone",
+            "note": "",
+        },
+        headers=HX,
+    )
+    text = changed.get_data(as_text=True)
+    assert changed.status_code == 200
+    assert "Once a month we phone you." in text and "Raz w tygodniu" not in text
