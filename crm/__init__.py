@@ -65,6 +65,7 @@ def _import_models() -> None:
     import crm.mailing.models
     import crm.notes.models
     import crm.org.models
+    import crm.privacy.models
     import crm.scheduler.models
     import crm.search.models
     import crm.security.models
@@ -84,6 +85,7 @@ def _register_blueprints(app: Flask) -> None:
     from crm.mailing.views import bp as mailing_bp
     from crm.notes.views import bp as notes_bp
     from crm.org.views import bp as org_bp
+    from crm.privacy.views import bp as privacy_bp
     from crm.search.views import bp as search_bp
     from crm.security.views import bp as security_bp
     from crm.tasks.views import bp as tasks_bp
@@ -103,6 +105,7 @@ def _register_blueprints(app: Flask) -> None:
         consents_bp,
         mailing_bp,
         org_bp,
+        privacy_bp,
         audit_bp,
         campaigns_bp,
         security_bp,
@@ -133,6 +136,7 @@ def _register_cli(app: Flask) -> None:
     from crm.consents.cli import consents_cli
     from crm.fields.cli import fields_cli
     from crm.mailing.cli import import_cli
+    from crm.privacy.cli import erase_cli, export_cli
     from crm.scheduler.cli import jobs_cli
     from crm.security.cli import allowlist_cli
 
@@ -144,6 +148,8 @@ def _register_cli(app: Flask) -> None:
     app.cli.add_command(consents_cli)
     app.cli.add_command(import_cli)
     app.cli.add_command(jobs_cli)
+    app.cli.add_command(export_cli)
+    app.cli.add_command(erase_cli)
     app.cli.add_command(demo_command)
     app.cli.add_command(serve_command)
     app.cli.add_command(bootstrap_command)

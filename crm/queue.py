@@ -116,6 +116,7 @@ def import_actors() -> None:
     import crm.campaigns.tasks
     import crm.mail
     import crm.mailing.tasks
+    import crm.privacy.tasks
     import crm.tasks.tasks  # noqa: F401
 
 

@@ -21,6 +21,7 @@ class Permission(enum.StrEnum):
     AUDIT_VIEW = "audit:view"
     CAMPAIGNS_SEND = "campaigns:send"
     LISTS_MANAGE = "lists:manage"
+    REQUESTS_MANAGE = "requests:manage"
 
 
 class ClientScope(enum.StrEnum):

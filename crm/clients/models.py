@@ -59,6 +59,9 @@ class Client(db.Model):
     search_text: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Restriction of processing (Art. 18): kept, but not used or edited until lifted.
+    restricted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    restriction_reason: Mapped[str] = mapped_column(String(300), default="")
 
     owner: Mapped[User | None] = relationship()
     tags: Mapped[list[Tag]] = relationship(secondary=client_tags, order_by=Tag.name)

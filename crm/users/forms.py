@@ -29,6 +29,8 @@ RESOURCE_LABELS = {
     "settings": _l("Settings"),
     "users": _l("Users and roles"),
     "audit": _l("Audit log"),
+    "lists": _l("Mailing lists"),
+    "requests": _l("Data-subject requests"),
 }
 
 PERMISSION_LABELS = {
@@ -46,6 +48,8 @@ PERMISSION_LABELS = {
     Permission.SETTINGS_MANAGE: _l("Manage settings"),
     Permission.USERS_MANAGE: _l("Manage users and roles"),
     Permission.AUDIT_VIEW: _l("View the audit log"),
+    Permission.LISTS_MANAGE: _l("Manage lists"),
+    Permission.REQUESTS_MANAGE: _l("Manage requests"),
 }
 
 # One line under the permissions whose reach is not obvious from the name.
@@ -63,6 +67,10 @@ PERMISSION_HELP = {
         "Invite and deactivate users, reset passwords and 2FA, edit roles and teams."
     ),
     Permission.AUDIT_VIEW: _l("Read who signed in, viewed and changed what."),
+    Permission.LISTS_MANAGE: _l("Create mailing lists, import subscribers, manage groups."),
+    Permission.REQUESTS_MANAGE: _l(
+        "Register data-subject requests, extend their deadline and record the answer."
+    ),
 }
 
 SCOPE_LABELS = {
