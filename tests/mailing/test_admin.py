@@ -142,6 +142,8 @@ def test_card_section_subscribe_and_unsubscribe(app, admin_client):
     body = done.get_data(as_text=True)
     assert 'id="lists-body"' in body and "Subscribed" in body and XSS not in body
     assert "hx-confirm" in body
+    # The section's count in the header follows the change (out-of-band swap).
+    assert '<span id="lists-count" class="count" hx-swap-oob="true">1</span>' in body
     bad = admin_client.post(
         f"/clients/{client_id}/lists/subscribe",
         data={"list_id": "abc"},
