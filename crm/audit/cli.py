@@ -27,6 +27,12 @@ def verify_command() -> None:
             err=True,
         )
         raise SystemExit(1)
+    if result.redacted:
+        click.echo(
+            f"{result.count} entries verified "
+            f"({result.redacted} redacted by erasure, as their erasure entries record)."
+        )
+        return
     click.echo(f"{result.count} entries verified.")
 
 

@@ -72,3 +72,16 @@ class AuditPruneGrant(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     upto_id: Mapped[int] = mapped_column(Integer)
+
+
+class AuditRedactionGrant(db.Model):
+    """A row here lets the update trigger change `details` (and clear `ip`) of the
+    audit entry `entry_id`, every other column staying equal.
+
+    Erasure writes the grants, redacts the entries and deletes the grants again in one
+    transaction, and lists the redacted entries in its own entry (see
+    crm.audit.services.redact_entries and verify_chain)."""
+
+    __tablename__ = "audit_redaction_grants"
+
+    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

@@ -15,9 +15,15 @@ from typing import Any
 
 from flask import has_request_context
 from flask_login import current_user
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 
-from crm.audit.models import GENESIS_HASH, AuditCheckpoint, AuditEntry, AuditPruneGrant
+from crm.audit.models import (
+    GENESIS_HASH,
+    AuditCheckpoint,
+    AuditEntry,
+    AuditPruneGrant,
+    AuditRedactionGrant,
+)
 from crm.auth.models import User
 from crm.extensions import db
 from crm.sqltypes import utcnow
@@ -191,22 +197,100 @@ def record(
     return entry
 
 
+# --- redaction (erasure) ---------------------------------------------------------------
+
+# The action of the entry that lists redacted entries (written by crm.privacy.erasure).
+REDACTING_ACTION = "client.erase"
+
+
+def redaction_fingerprint(details: dict[str, Any], ip: str | None) -> str:
+    """SHA-256 of what a redacted entry holds afterwards, listed in the erasure's own
+    entry: verification then proves the redacted entry was left exactly so."""
+    canonical = json.dumps(
+        {"details": details, "ip": ip}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def redact_entries(changes: dict[int, tuple[dict[str, Any], str | None]]) -> dict[str, str]:
+    """Rewrite `details` (and `ip`) of the given entries: {entry id: (details, ip)}.
+
+    The update trigger lets exactly these updates through while a grant row names the
+    entry and every other column stays equal; the grants are written and removed in
+    the caller's transaction, so no other transaction ever sees one. Returns
+    {entry id (text): fingerprint} for the redacting entry's details, which the caller
+    writes (with `record(REDACTING_ACTION, ...)`) in the same transaction."""
+    if not changes:
+        return {}
+    ids = sorted(changes)
+    table = AuditEntry.__table__
+    grants = AuditRedactionGrant.__table__
+    fingerprints: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        db.session.execute(insert(grants), [{"entry_id": i} for i in chunk])
+        rows = []
+        for entry_id in chunk:
+            details, ip = changes[entry_id]
+            clean = json_safe(details)
+            rows.append({"b_id": entry_id, "b_details": clean, "b_ip": ip})
+            fingerprints[str(entry_id)] = redaction_fingerprint(clean, ip)
+        db.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(details=bindparam("b_details"), ip=bindparam("b_ip")),
+            rows,
+            execution_options={"synchronize_session": False},
+        )
+        db.session.execute(delete(grants).where(grants.c.entry_id.in_(chunk)))
+    return fingerprints
+
+
+def _redactions(after: int) -> dict[int, tuple[int, str]]:
+    """{entry id: (id of the newest redacting entry that lists it, fingerprint)} for
+    redacting entries after `after`. An entry redacted twice (it named two erased
+    people) must match the newest listing."""
+    found: dict[int, tuple[int, str]] = {}
+    rows = db.session.execute(
+        select(AuditEntry.id, AuditEntry.details)
+        .where(AuditEntry.action == REDACTING_ACTION, AuditEntry.id > after)
+        .order_by(AuditEntry.id)
+    )
+    for redacting_id, details in rows:
+        listed = (details or {}).get("redacted_entries") or {}
+        if not isinstance(listed, dict):
+            continue
+        for key, fingerprint in listed.items():
+            if str(key).isdigit() and isinstance(fingerprint, str):
+                found[int(key)] = (redacting_id, fingerprint)
+    return found
+
+
 @dataclass
 class VerifyResult:
     ok: bool
     count: int
     bad_id: int | None = None
     reason: str | None = None
+    redacted: int = 0  # entries whose content an erasure redacted (listed and checked)
 
 
 def verify_chain(batch: int = 1000) -> VerifyResult:
-    """Walk the chain in id order from the newest checkpoint (or the first entry)."""
+    """Walk the chain in id order from the newest checkpoint (or the first entry).
+
+    An entry whose recomputed hash differs is accepted only when a later erasure
+    entry lists it as redacted and its content matches the fingerprint listed there;
+    that erasure entry is itself verified when the walk reaches it, and the links
+    (prev_hash) of every entry are checked as usual, so redaction removes no entry and
+    changes no link unnoticed."""
     checkpoint = db.session.scalars(
         select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)
     ).first()
     expected_prev = checkpoint.last_hash if checkpoint else GENESIS_HASH
     previous_id = checkpoint.last_removed_id if checkpoint else None
     count = 0
+    redacted = 0
+    redactions = _redactions(0)
     # Every remaining entry, from the first: pruning removes a prefix, so whatever is
     # left must link to the checkpoint (ids are never reused: AUTOINCREMENT on SQLite).
     after = 0
@@ -215,13 +299,29 @@ def verify_chain(batch: int = 1000) -> VerifyResult:
             select(AuditEntry).where(AuditEntry.id > after).order_by(AuditEntry.id).limit(batch)
         ).all()
         if not entries:
-            return VerifyResult(True, count)
+            return VerifyResult(True, count, redacted=redacted)
         for entry in entries:
             # The entry's own hash first: a changed row is named as itself.
             if entry_hash_of(entry) != entry.entry_hash:
-                return VerifyResult(
-                    False, count, entry.id, "hash mismatch: the entry was changed after writing"
-                )
+                listed = redactions.get(entry.id)
+                if listed is None or listed[0] <= entry.id:
+                    return VerifyResult(
+                        False,
+                        count,
+                        entry.id,
+                        "hash mismatch: the entry was changed after writing",
+                        redacted,
+                    )
+                if redaction_fingerprint(entry.details or {}, entry.ip) != listed[1]:
+                    return VerifyResult(
+                        False,
+                        count,
+                        entry.id,
+                        f"redacted entry changed: it differs from what erasure entry "
+                        f"{listed[0]} recorded",
+                        redacted,
+                    )
+                redacted += 1
             # Then the link. Ids need not be contiguous (a rolled-back insert uses up a
             # PostgreSQL sequence value), so missing rows show up as a broken link.
             if entry.prev_hash != expected_prev:
@@ -230,7 +330,7 @@ def verify_chain(batch: int = 1000) -> VerifyResult:
                     reason = f"gap: prev_hash does not follow {where}; entries were removed"
                 else:
                     reason = f"broken link: prev_hash does not match {where}"
-                return VerifyResult(False, count, entry.id, reason)
+                return VerifyResult(False, count, entry.id, reason, redacted)
             expected_prev = entry.entry_hash
             previous_id = entry.id
             count += 1

@@ -9,10 +9,10 @@ How a campaign is sent (see docs/DESIGN.md, "Campaigns and sending"):
 2. A worker (`work_on_campaign`) claims a batch of due pending rows (`FOR UPDATE SKIP
    LOCKED` on PostgreSQL, a conditional UPDATE on SQLite, whose writers are serialised
    anyway), asks the mailing rules again for exactly those recipients
-   (`blocked_client_ids`: unsubscribed, suppressed, no consent since) and skips them,
-   sends the rest over one SMTP connection under the global rate limit, and records
-   every answer in one transaction per batch: sent rows, retries with backoff,
-   failures, suppression of hard bounces, and the stored messages.
+   (`blocked_client_ids`: unsubscribed, suppressed, restricted, no consent since) and
+   skips them, sends the rest over one SMTP connection under the global rate limit,
+   and records every answer in one transaction per batch: sent rows, retries with
+   backoff, failures, suppression of hard bounces, and the stored messages.
 3. A worker that dies mid-batch leaves its rows claimed; `reconcile` gives back claims
    older than the claim timeout and re-enqueues campaigns without recent progress. At
    most that one batch is sent twice; no recipient is lost.
@@ -71,9 +71,9 @@ from crm.mailing.models import MailingList, Subscription, SubscriptionStatus
 from crm.mailing.services import (
     audience_client_ids,
     blocked_client_ids,
+    normalise_email,
     suppress,
-    suppressed_hashes,
-    suppression_hash,
+    suppressed_emails,
     unsubscribes_for_campaign,
 )
 from crm.search.errors import QueryError
@@ -644,10 +644,10 @@ def _skip_blocked(
     # The address the row was resolved with may differ from the card's current one
     # (which `blocked_client_ids` checked): it is the one we would mail, so it must not
     # be suppressed either.
-    hashes = {row.id: suppression_hash(row.email) for row in rows}
-    suppressed = suppressed_hashes(hashes.values())
+    suppressed = suppressed_emails(row.email for row in rows)
     reasons = {
-        row.id: blocked.get(row.client_id) or ("suppressed" if hashes[row.id] in suppressed else "")
+        row.id: blocked.get(row.client_id)
+        or ("suppressed" if normalise_email(row.email) in suppressed else "")
         for row in rows
     }
     sendable = [row for row in rows if not reasons[row.id]]

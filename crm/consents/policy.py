@@ -6,8 +6,9 @@ in between must stop the message. `contactable` is the same rule as a SQL condit
 clients, for resolving an audience in one query; both are built from
 `crm.consents.services.is_valid` / `valid_condition`, so they cannot disagree.
 
-The rule: the purpose exists and is not archived, it covers the channel, and the
-client's state for it is "given" and not past its expiry at `now`. For bases other than
+The rule: the client's processing is not restricted (GDPR Art. 18: kept, not used),
+the purpose exists and is not archived, it covers the channel, and the client's state
+for it is "given" and not past its expiry at `now`. For bases other than
 consent, "given" records that the basis applies (e.g. a contract was concluded) and a
 withdrawal records its end or an objection.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, exists, false, select
+from sqlalchemy import ColumnElement, and_, exists, false, select
 
 from crm.clients.models import Client
 from crm.consents.models import Channel, ConsentPurpose, ConsentState
@@ -44,12 +45,16 @@ def may_contact(
     if wanted not in (found.channels or []):
         return False
     client_id = client.id if isinstance(client, Client) else int(client)
+    # The restriction is read with the state (one query), not from `client`, which
+    # may be an object loaded before the restriction was set.
     row = db.session.execute(
-        select(ConsentState.status, ConsentState.expires_at).where(
-            ConsentState.client_id == client_id, ConsentState.purpose_id == found.id
-        )
+        select(ConsentState.status, ConsentState.expires_at, Client.restricted_at)
+        .join(Client, Client.id == ConsentState.client_id)
+        .where(ConsentState.client_id == client_id, ConsentState.purpose_id == found.id)
     ).first()
-    return row is not None and is_valid(row.status, row.expires_at, now)
+    return (
+        row is not None and row.restricted_at is None and is_valid(row.status, row.expires_at, now)
+    )
 
 
 def contactable(
@@ -65,8 +70,11 @@ def contactable(
         return false()
     if found is None or found.is_archived or wanted not in (found.channels or []):
         return false()
-    return exists().where(
-        ConsentState.client_id == Client.id,
-        ConsentState.purpose_id == found.id,
-        valid_condition(now),
+    return and_(
+        Client.restricted_at.is_(None),
+        exists().where(
+            ConsentState.client_id == Client.id,
+            ConsentState.purpose_id == found.id,
+            valid_condition(now),
+        ),
     )

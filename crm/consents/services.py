@@ -835,7 +835,9 @@ def warn_expiring(now: datetime) -> int:
             literal(now, UTCDateTime()),
         )
         .select_from(states.join(clients, clients.c.id == states.c.client_id))
-        .where(window, ~already)
+        # A restricted client (GDPR Art. 18) gets no renewal reminder; the warning
+        # stays due, so lifting the restriction brings it.
+        .where(window, ~already, clients.c.restricted_at.is_(None))
     )
     names = [
         "title",
@@ -850,7 +852,10 @@ def warn_expiring(now: datetime) -> int:
     ]
     statement = insert(tasks).from_select([tasks.c[n] for n in names], source)
     created = db.session.execute(statement, execution_options=COUNTED).rowcount
-    db.session.execute(update(states).where(window).values(warned_at=now))
+    restricted = select(clients.c.id).where(clients.c.restricted_at.is_not(None))
+    db.session.execute(
+        update(states).where(window, states.c.client_id.not_in(restricted)).values(warned_at=now)
+    )
     return max(created or 0, 0)
 
 
@@ -899,7 +904,9 @@ def _past_retention(purposes: Sequence[ConsentPurpose], now: datetime) -> Column
     )
     any_state = exists().where(ConsentState.client_id == Client.id)
     anonymised = exists().where(AnonymisedClient.client_id == Client.id)
-    return and_(any_state, ~still_held, ~anonymised)
+    # A restriction (GDPR Art. 18(1)(c): kept for the person's legal claims) holds the
+    # data past retention until it is lifted.
+    return and_(any_state, ~still_held, ~anonymised, Client.restricted_at.is_(None))
 
 
 def _wants_review(review_ids: Sequence[int]) -> ColumnElement[bool]:
@@ -1134,6 +1141,8 @@ def create_renewal(
     now = now_utc(now)
     if not client.email:
         raise ConsentError(_("The client has no email address."))
+    if client.restricted_at is not None:
+        raise ConsentError(_("Processing of this client's data is restricted."))
     if purpose.is_archived or not purpose.is_consent:
         raise ConsentError(_("Only consent can be renewed."))
     state = db.session.scalar(

@@ -9,7 +9,7 @@ and the history always agree.
 from __future__ import annotations
 
 import io
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, flash, make_response, redirect, request, url_for
@@ -19,7 +19,6 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Alignment, Font
 from sqlalchemy import select
 
 from crm.auth.permissions import Permission
@@ -56,6 +55,7 @@ from crm.web.access import public, requires
 from crm.web.forms import options
 from crm.web.render import htmx_redirect, render
 from crm.web.urls import safe_next
+from crm.web.xlsx import cell as xlsx_cell
 
 bp = Blueprint("consents", __name__, template_folder="templates")
 
@@ -264,16 +264,8 @@ def register_table() -> tuple[list[str], list[list[Any]]]:
 
 
 def _cell(sheet: Any, value: Any, bold: bool = False) -> WriteOnlyCell:
-    cell = WriteOnlyCell(sheet, value=value)
-    if isinstance(value, str):
-        # Text is always a string cell: one beginning with = + - @ is never a formula.
-        cell.data_type = "s"
-        cell.alignment = Alignment(wrap_text=True, vertical="top")
-    elif isinstance(value, datetime | date):
-        cell.number_format = "yyyy-mm-dd hh:mm"
-    if bold:
-        cell.font = Font(bold=True)
-    return cell
+    # Text is always a string cell: one beginning with = + - @ is never a formula.
+    return xlsx_cell(sheet, value, bold=bold, wrap=True)
 
 
 def register_xlsx() -> bytes:

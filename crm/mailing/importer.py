@@ -48,6 +48,7 @@ from crm.mailing.models import (
     EventSource,
     MailingList,
     OptIn,
+    SuppressionReason,
 )
 from crm.org.services import organisation
 from crm.text import fold
@@ -320,9 +321,30 @@ def _write_chunk(
         db.session.execute(select(Client.email, Client.id).where(Client.email.in_(emails))).all()
     )
     result.matched += sum(1 for r in rows if r.values["email"] in existing)
+    # A person whose data was erased is not added back by an import: the row is
+    # reported and no client record is made (their suppression entry says "erased").
+    fresh = [r for r in rows if r.values["email"] not in existing]
+    erased_emails = {
+        email
+        for email, reason in services.suppression_reasons(r.values["email"] for r in fresh).items()
+        if reason == SuppressionReason.ERASED.value
+    }
+    erased_phones = {
+        phone
+        for phone, reason in services.phone_suppression_reasons(
+            r.values.get("phone", "") for r in fresh if r.values.get("phone")
+        ).items()
+        if reason == SuppressionReason.ERASED.value
+    }
     new_rows = []
     for r in rows:
         if r.values["email"] in existing:
+            continue
+        if services.normalise_email(r.values["email"]) in erased_emails:
+            result.errors.append(RowError(r.number, "email", _erased_message("email")))
+            continue
+        if r.values.get("phone") and services.normalise_phone(r.values["phone"]) in erased_phones:
+            result.errors.append(RowError(r.number, "phone", _erased_message("phone")))
             continue
         missing = [f.label for f in required if f.key not in r.custom]
         if missing:
@@ -354,8 +376,11 @@ def _write_chunk(
     )
     result.subscribed += subscribed
     messages = {
-        services.SUPPRESSED: _("This address is on the suppression list."),
+        services.SUPPRESSED: _(
+            "Suppressed address: not subscribed (the address is on the suppression list)."
+        ),
         services.NOT_SUBSCRIBED: _("Unsubscribed from this list before; not added again."),
+        services.RESTRICTED: _("Processing of this client's data is restricted: not subscribed."),
     }
     for client_id, reason in sorted(skipped.items(), key=lambda item: client_ids[item[0]].number):
         if reason == services.ALREADY:
@@ -363,6 +388,18 @@ def _write_chunk(
         else:
             message = messages.get(reason, reason)
             result.errors.append(RowError(client_ids[client_id].number, "email", message))
+
+
+def _erased_message(column: str) -> str:
+    if column == "phone":
+        return _(
+            "Suppressed phone number: not subscribed, and no client record was made (the "
+            "person's data was erased)."
+        )
+    return _(
+        "Suppressed address: not subscribed, and no client record was made (the "
+        "person's data was erased)."
+    )
 
 
 def _rows(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:

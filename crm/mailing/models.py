@@ -156,13 +156,44 @@ class SubscriptionEvent(db.Model):
     actor: Mapped[User | None] = relationship()
 
 
+class SuppressionKind(enum.StrEnum):
+    EMAIL = "email"
+    PHONE = "phone"
+
+
+class SuppressionScheme(enum.StrEnum):
+    """How `Suppression.email_hash` was computed."""
+
+    # HMAC-SHA256 under the installation's SuppressionKey (see crm.mailing.services).
+    KEYED = "hmac"
+    # Plain SHA-256 of the normalised address: entries written before migration 0011
+    # whose address was not known any more then; still checked, never written.
+    LEGACY = "sha256"
+
+
 class Suppression(db.Model):
-    """An address that is never mailed, as the SHA-256 of its normalised form: it
-    outlives the client (erasure) without keeping the address itself."""
+    """An address or phone number that is never contacted, as a keyed hash of its
+    normalised form: it outlives the client (erasure) without keeping the address
+    itself. `email_hash` holds the digest of either kind (the column kept its name)."""
 
     __tablename__ = "mailing_suppressions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8), default=SuppressionKind.EMAIL.value)
+    scheme: Mapped[str] = mapped_column(String(8), default=SuppressionScheme.KEYED.value)
     reason: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SuppressionKey(db.Model):
+    """The installation's secret for suppression hashes (one row, made by migration
+    0011). Kept apart from CRM_SECRET_KEY, which may rotate: a new key would make
+    every stored hash unmatchable. Without the key a stored hash cannot be tested
+    against guessed addresses, as a plain SHA-256 could."""
+
+    __tablename__ = "mailing_suppression_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -13,6 +13,7 @@ and `unsubscribes_for_campaign`. Their names and meanings are kept stable.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import phonenumbers
 from flask import current_app, has_request_context, url_for
 from flask_babel import force_locale, format_date
 from flask_babel import gettext as _
@@ -54,7 +56,10 @@ from crm.mailing.models import (
     SubscriptionEvent,
     SubscriptionStatus,
     Suppression,
+    SuppressionKey,
+    SuppressionKind,
     SuppressionReason,
+    SuppressionScheme,
 )
 from crm.org.services import organisation
 from crm.queue import enqueue_after_commit
@@ -73,6 +78,7 @@ SUPPRESSED = "suppressed"
 NOT_SUBSCRIBED = "unsubscribed"
 NO_CONSENT = "no_consent"
 LIST_ARCHIVED = "list_archived"
+RESTRICTED = "restricted"  # processing restricted (GDPR Art. 18): kept, never used
 
 
 class MailingError(ValueError):
@@ -97,19 +103,99 @@ def normalise_email(email: str) -> str:
     return unicodedata.normalize("NFC", (email or "").strip()).lower()
 
 
+def _suppression_key() -> bytes:
+    """The installation's HMAC key (SuppressionKey, made by migration 0011), read once
+    per process and database: it never changes once made."""
+    cache = current_app.extensions.setdefault("crm.suppression_keys", {})
+    bind = db.session.get_bind()
+    url = bind.engine.url.render_as_string(hide_password=False)
+    key = cache.get(url)
+    if key is None:
+        secret = db.session.scalar(
+            select(SuppressionKey.secret).order_by(SuppressionKey.id).limit(1)
+        )
+        if not secret:
+            raise RuntimeError("No suppression key: run `flask --app crm db upgrade`.")
+        key = cache[url] = secret.encode("utf-8")
+    return key  # type: ignore[no-any-return]
+
+
+def _keyed(kind: str, normal: str) -> str:
+    message = f"{kind}:{normal}".encode()
+    return hmac.new(_suppression_key(), message, hashlib.sha256).hexdigest()
+
+
 def suppression_hash(email: str) -> str:
-    """SHA-256 (hex) of the normalised address: what the suppression list stores."""
+    """What the suppression list stores for an address: HMAC-SHA256 (hex) of the
+    normalised address under the installation's key."""
+    return _keyed(SuppressionKind.EMAIL.value, normalise_email(email))
+
+
+def legacy_suppression_hash(email: str) -> str:
+    """The unkeyed SHA-256 of entries written before migration 0011 (still checked)."""
     return hashlib.sha256(normalise_email(email).encode("utf-8")).hexdigest()
+
+
+def normalise_phone(phone: str, region: str | None = None) -> str:
+    """E.164 (`+48601234567`), reading national numbers in `region` (default: the
+    organisation's phone region); "" for something that is not a phone number."""
+    raw = (phone or "").strip()
+    if not raw:
+        return ""
+    region = region or organisation().default_phone_region or "PL"
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return ""
+    if not phonenumbers.is_possible_number(number):
+        return ""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_suppression_hash(phone: str, region: str | None = None) -> str:
+    """The stored form of a phone number ("" when it is not one)."""
+    normal = normalise_phone(phone, region)
+    return _keyed(SuppressionKind.PHONE.value, normal) if normal else ""
+
+
+def _stored(digests: Sequence[str]) -> bool:
+    return (
+        db.session.scalar(
+            select(Suppression.id).where(Suppression.email_hash.in_(list(digests))).limit(1)
+        )
+        is not None
+    )
 
 
 def is_suppressed(email: str) -> bool:
     if not normalise_email(email):
         return False
-    digest = suppression_hash(email)
-    return (
-        db.session.scalar(select(Suppression.id).where(Suppression.email_hash == digest))
-        is not None
-    )
+    return _stored([suppression_hash(email), legacy_suppression_hash(email)])
+
+
+def is_phone_suppressed(phone: str, region: str | None = None) -> bool:
+    """Whether this number must not be contacted (SMS reminders ask this)."""
+    digest = phone_suppression_hash(phone, region)
+    return bool(digest) and _stored([digest])
+
+
+def _add_suppression(digest: str, kind: SuppressionKind, reason: str) -> bool:
+    if db.session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)):
+        return False
+    try:
+        with db.session.begin_nested():
+            db.session.add(
+                Suppression(
+                    email_hash=digest,
+                    kind=kind.value,
+                    scheme=SuppressionScheme.KEYED.value,
+                    reason=reason,
+                    created_at=now_utc(None),
+                )
+            )
+    except IntegrityError:  # added by a concurrent request meanwhile
+        return False
+    return True
 
 
 def suppress(email: str, reason: SuppressionReason | str) -> None:
@@ -117,15 +203,68 @@ def suppress(email: str, reason: SuppressionReason | str) -> None:
     reason = SuppressionReason(reason).value
     if not normalise_email(email):
         return
-    digest = suppression_hash(email)
-    if db.session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)):
+    if db.session.scalar(
+        select(Suppression.id).where(Suppression.email_hash == legacy_suppression_hash(email))
+    ):
         return
-    try:
-        with db.session.begin_nested():
-            db.session.add(Suppression(email_hash=digest, reason=reason, created_at=now_utc(None)))
-    except IntegrityError:  # added by a concurrent request meanwhile
-        pass
-    record("mailing.suppress", target_type="suppression", details={"reason": reason})
+    if _add_suppression(suppression_hash(email), SuppressionKind.EMAIL, reason):
+        record("mailing.suppress", target_type="suppression", details={"reason": reason})
+
+
+def suppress_phone(phone: str, reason: SuppressionReason | str, region: str | None = None) -> None:
+    """Never contact this phone number again (idempotent, like `suppress`)."""
+    reason = SuppressionReason(reason).value
+    digest = phone_suppression_hash(phone, region)
+    if digest and _add_suppression(digest, SuppressionKind.PHONE, reason):
+        record(
+            "mailing.suppress",
+            target_type="suppression",
+            details={"reason": reason, "kind": SuppressionKind.PHONE.value},
+        )
+
+
+def suppressed_emails(emails: Iterable[str]) -> set[str]:
+    """The normalised forms of those of `emails` that are suppressed, in one query per
+    500 addresses, testing the keyed and the legacy form of each."""
+    forms: dict[str, str] = {}
+    for normal in {normalise_email(email) for email in emails} - {""}:
+        forms[suppression_hash(normal)] = normal
+        forms[legacy_suppression_hash(normal)] = normal
+    return {forms[digest] for digest in suppressed_hashes(forms)}
+
+
+def _reasons(forms: dict[str, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    digests = list(forms)
+    for start in range(0, len(digests), 500):
+        chunk = digests[start : start + 500]
+        rows = db.session.execute(
+            select(Suppression.email_hash, Suppression.reason).where(
+                _among(Suppression.email_hash, chunk, String())
+            )
+        )
+        for digest, reason in rows:
+            found.setdefault(forms[digest], reason)
+    return found
+
+
+def suppression_reasons(emails: Iterable[str]) -> dict[str, str]:
+    """{normalised address: reason} for those of `emails` that are suppressed."""
+    forms: dict[str, str] = {}
+    for normal in {normalise_email(email) for email in emails} - {""}:
+        forms[suppression_hash(normal)] = normal
+        forms[legacy_suppression_hash(normal)] = normal
+    return _reasons(forms)
+
+
+def phone_suppression_reasons(phones: Iterable[str], region: str | None = None) -> dict[str, str]:
+    """{E.164 number: reason} for those of `phones` that are suppressed."""
+    forms: dict[str, str] = {}
+    for phone in set(phones):
+        normal = normalise_phone(phone, region)
+        if normal:
+            forms[_keyed(SuppressionKind.PHONE.value, normal)] = normal
+    return _reasons(forms)
 
 
 def _among(column: Any, values: list[Any], item_type: Any) -> Any:
@@ -545,6 +684,10 @@ def subscribe(
         raise MailingError(_("The client has no email address."))
     if is_suppressed(client.email):
         raise MailingError(_("This address is on the suppression list and is never mailed."))
+    if client.restricted_at is not None:
+        raise MailingError(
+            _("Processing of this client's data is restricted: no new subscriptions.")
+        )
     sub = get_subscription(client.id, mlist.id)
     if sub is not None and sub.status == CONFIRMED:
         return sub
@@ -681,8 +824,9 @@ def bulk_subscribe(
     the subscriptions, the consent events ("given", by `method`, under the purpose's
     newest notice) with their states, and the subscription events, one statement each.
     Clients already on the list, unsubscribed from it before (their choice stands),
-    suppressed or without an address are skipped: returns (how many were subscribed,
-    {client id: "already" / "unsubscribed" / "suppressed" / "no_email"}). The caller
+    suppressed, restricted or without an address are skipped: returns (how many were
+    subscribed, {client id: "already" / "unsubscribed" / "suppressed" / "restricted" /
+    "no_email"}). The caller
     writes one audit entry for the whole batch."""
     ids = sorted({int(i) for i in client_ids})
     skipped: dict[int, str] = {}
@@ -690,9 +834,11 @@ def bulk_subscribe(
         return 0, skipped
     if notice_id is None:
         notice_id = _notice(mlist.purpose).id
-    emails = dict(
-        db.session.execute(select(Client.id, Client.email).where(Client.id.in_(ids))).all()
-    )
+    found = db.session.execute(
+        select(Client.id, Client.email, Client.restricted_at).where(Client.id.in_(ids))
+    ).all()
+    emails = {row.id: row.email for row in found}
+    restricted = {row.id for row in found if row.restricted_at is not None}
     subs = dict(
         db.session.execute(
             select(Subscription.client_id, Subscription.status).where(
@@ -700,15 +846,17 @@ def bulk_subscribe(
             )
         ).all()
     )
-    suppressed = suppressed_hashes(suppression_hash(e) for e in emails.values() if e)
+    suppressed = suppressed_emails(emails.values())
     to_subscribe = []
     for client_id in ids:
         email = emails.get(client_id) or ""
         status = subs.get(client_id)
         if not email:
             skipped[client_id] = NO_EMAIL
-        elif suppression_hash(email) in suppressed:
+        elif normalise_email(email) in suppressed:
             skipped[client_id] = SUPPRESSED
+        elif client_id in restricted:
+            skipped[client_id] = RESTRICTED
         elif status == UNSUBSCRIBED:
             skipped[client_id] = NOT_SUBSCRIBED
         elif status is not None:
@@ -1003,21 +1151,32 @@ def recipient_block_reason(
     client_id: int, list_id: int | None, email: str, *, now: datetime | None = None
 ) -> str | None:
     """None when `email` may be mailed now for the list, else why not: "no_email",
-    "suppressed", "list_archived" (the list is archived or gone), "unsubscribed" (no
-    confirmed subscription) or "no_consent" (the ledger's may_contact says no for the
-    list's purpose). Without a list only the address and suppression are checked."""
+    "suppressed", "restricted" (processing restricted, GDPR Art. 18), "list_archived"
+    (the list is archived or gone), "unsubscribed" (no confirmed subscription) or
+    "no_consent" (the ledger's may_contact says no for the list's purpose). Without a
+    list only the address, suppression and restriction are checked."""
     now = now_utc(now)
     if not normalise_email(email):
         return NO_EMAIL
     if is_suppressed(email):
         return SUPPRESSED
+    # The restriction and the subscription in one query.
+    found = db.session.execute(
+        select(Client.restricted_at, Subscription.status)
+        .outerjoin(
+            Subscription,
+            and_(Subscription.client_id == Client.id, Subscription.list_id == list_id),
+        )
+        .where(Client.id == client_id)
+    ).first()
+    if found is not None and found.restricted_at is not None:
+        return RESTRICTED
     if list_id is None:
         return None
     mlist = db.session.get(MailingList, list_id)
     if mlist is None or mlist.is_archived:
         return LIST_ARCHIVED
-    sub = get_subscription(client_id, list_id)
-    if sub is None or sub.status != CONFIRMED:
+    if found is None or found.status != CONFIRMED:
         return NOT_SUBSCRIBED
     if not may_contact(client_id, mlist.purpose_id, Channel.EMAIL, now=now):
         return NO_CONSENT
@@ -1029,8 +1188,9 @@ def blocked_client_ids(
 ) -> dict[int, str]:
     """`recipient_block_reason` for a batch, with the clients' current addresses:
     {client id: reason} for those that must not be mailed (absent: may be mailed).
-    Two queries per batch (the clients with subscription and consent state, then the
-    suppression hashes), whatever its size up to a few thousand."""
+    The restriction of processing is read with the clients. Two queries per batch
+    (the clients with subscription and consent state, then the suppression hashes),
+    whatever its size up to a few thousand."""
     now = now_utc(now)
     ids = sorted({int(i) for i in client_ids})
     if not ids:
@@ -1045,6 +1205,7 @@ def blocked_client_ids(
             select(
                 Client.id,
                 Client.email,
+                Client.restricted_at,
                 Subscription.status,
                 valid_condition(now).label("valid"),
                 ConsentState.id.label("state_id"),
@@ -1063,18 +1224,22 @@ def blocked_client_ids(
             .where(_among(Client.id, ids, Integer()))
         )
     else:
-        stmt = select(Client.id, Client.email).where(_among(Client.id, ids, Integer()))
+        stmt = select(Client.id, Client.email, Client.restricted_at).where(
+            _among(Client.id, ids, Integer())
+        )
     rows = db.session.execute(stmt).all()
     found = {row.id for row in rows}
     for missing in set(ids) - found:
         blocked[missing] = NO_EMAIL
-    hashes = {row.id: suppression_hash(row.email) for row in rows if normalise_email(row.email)}
-    suppressed = suppressed_hashes(hashes.values())
+    suppressed = suppressed_emails(row.email for row in rows)
     for row in rows:
-        if row.id not in hashes:
+        normal = normalise_email(row.email)
+        if not normal:
             blocked[row.id] = NO_EMAIL
-        elif hashes[row.id] in suppressed:
+        elif normal in suppressed:
             blocked[row.id] = SUPPRESSED
+        elif row.restricted_at is not None:
+            blocked[row.id] = RESTRICTED
         elif list_id is None:
             continue
         elif mlist is None or mlist.is_archived:

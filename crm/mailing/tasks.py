@@ -28,6 +28,8 @@ def send_confirmation(subscription_id: int, nonce: str) -> None:
     client = db.session.get(Client, sub.client_id)
     if client is None or not client.email or services.is_suppressed(client.email):
         return
+    if client.restricted_at is not None:  # restricted since the request: never contacted
+        return
     link = services.public_url("mailing.confirm", token=services.confirmation_token(sub))
     subject, body = services.confirmation_email(sub, client, link)
     deliver(build_message(client.email, subject, body))

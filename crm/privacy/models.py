@@ -131,11 +131,26 @@ class DataExport(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Written with every progress step: a running export whose heartbeat stops was
+    # left by a worker that died, and the reconcile job hands it to another.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     client: Mapped[Client] = relationship()
     request: Mapped[DataRequest | None] = relationship()
     requested_by: Mapped[User | None] = relationship()
+
+    @property
+    def is_working(self) -> bool:
+        """Still being built: the page keeps polling."""
+        return self.status in (ExportStatus.PENDING.value, ExportStatus.RUNNING.value)
+
+    def is_downloadable(self, now: datetime) -> bool:
+        return (
+            self.status == ExportStatus.DONE.value
+            and self.expires_at is not None
+            and self.expires_at > now
+        )
 
 
 class Erasure(db.Model):

@@ -32,6 +32,7 @@ from crm.clients.models import Tag
 from crm.clients.views import list_context
 from crm.extensions import db, htmx
 from crm.fields.services import active_fields
+from crm.privacy import restriction
 from crm.search import builder, mass
 from crm.search.errors import QueryError
 from crm.search.fields import Catalog
@@ -296,6 +297,7 @@ def _mass_panel(
     selected: int = 0,
     message: str | None = None,
     status: int = 200,
+    left_out: int = 0,
 ) -> ResponseReturnValue:
     return render(
         "search/mass.html",
@@ -306,6 +308,7 @@ def _mass_panel(
         form=form,
         selected=selected,
         message=message,
+        left_out_message=restriction.left_out_message(left_out) if left_out else "",
         back=_list_args(request.values),
         tag_names=_tag_names() if action is not None and action.key == "tag_add" else [],
     )
@@ -340,18 +343,28 @@ def mass_action() -> ResponseReturnValue:
         condition = selection.condition(current_user, catalog)
     except QueryError as error:
         return _mass_panel(action, selection, message=error.message)
+    left_out = 0
+    if action.run is not None:
+        # A change leaves restricted clients (GDPR Art. 18) as they are.
+        left_out = restriction.count_restricted(condition)
+        condition = restriction.unrestricted(condition)
     selected = mass.count_selected(condition)
     if request.method == "GET":
         form = action.form(formdata=None) if action.form else None
-        return _mass_panel(action, selection, form=form, selected=selected)
+        return _mass_panel(action, selection, form=form, selected=selected, left_out=left_out)
     if action.run is None or action.form is None:
         abort(400)  # a download: its confirmation links to the file
     form = action.form()
     if not form.validate_on_submit():
-        return _mass_panel(action, selection, form=form, selected=selected, status=422)
+        return _mass_panel(
+            action, selection, form=form, selected=selected, status=422, left_out=left_out
+        )
     if selected == 0:
         return _mass_panel(action, selection, message=_("None of the selected clients is left."))
     changed, details, message = action.run(current_user, condition, form)
+    if left_out:
+        details = {**details, "restricted_left_out": left_out}
+        message = f"{message} {restriction.left_out_message(left_out)}"
     audit(
         action.audit_action,
         details={"count": changed, "selected": selected, **selection.audit_details(), **details},

@@ -109,6 +109,7 @@ def upgrade():
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("started_at", sa.DateTime(), nullable=True),
         sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.Column("heartbeat_at", sa.DateTime(), nullable=True),
         sa.Column("expires_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["client_id"],
@@ -146,6 +147,10 @@ def upgrade():
         sa.Column("restriction_reason", sa.String(length=300), nullable=False, server_default=""),
     )
     _grant_permission(PERMISSION, add=True)
+    # Recipients and processors, named in the data export (Art. 15(1)(c)).
+    op.add_column(
+        "organisation", sa.Column("recipients", sa.Text(), nullable=False, server_default="")
+    )
 
 
 PERMISSION = "requests:manage"
@@ -190,3 +195,5 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_privacy_requests_client_id"))
 
     op.drop_table("privacy_requests")
+    # Native DROP COLUMN: a batch rebuild would trip the settings triggers on the table.
+    op.execute("ALTER TABLE organisation DROP COLUMN recipients")
