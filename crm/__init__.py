@@ -54,6 +54,7 @@ def _init_extensions(app: Flask) -> None:
 
 def _import_models() -> None:
     """Every model module, so metadata (and Alembic autogenerate) sees all tables."""
+    import crm.appointments.models
     import crm.attachments.models
     import crm.audit.models
     import crm.auth.models
@@ -74,6 +75,7 @@ def _import_models() -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from crm.appointments.views import bp as appointments_bp
     from crm.attachments.views import bp as attachments_bp
     from crm.audit.views import bp as audit_bp
     from crm.auth.views import bp as auth_bp
@@ -102,6 +104,7 @@ def _register_blueprints(app: Flask) -> None:
         attachments_bp,
         tasks_bp,
         deals_bp,
+        appointments_bp,
         consents_bp,
         mailing_bp,
         org_bp,
@@ -129,6 +132,7 @@ def _register_request_hooks(app: Flask) -> None:
 
 
 def _register_cli(app: Flask) -> None:
+    from crm.appointments.cli import appointments_cli
     from crm.audit.cli import audit_cli
     from crm.auth.cli import users_cli
     from crm.campaigns.cli import campaigns_cli
@@ -139,12 +143,15 @@ def _register_cli(app: Flask) -> None:
     from crm.privacy.cli import erase_cli, export_cli
     from crm.scheduler.cli import jobs_cli
     from crm.security.cli import allowlist_cli
+    from crm.sms_cli import sms_cli
 
     app.cli.add_command(users_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(appointments_cli)
     app.cli.add_command(campaigns_cli)
     app.cli.add_command(fields_cli)
     app.cli.add_command(allowlist_cli)
+    app.cli.add_command(sms_cli)
     app.cli.add_command(consents_cli)
     app.cli.add_command(import_cli)
     app.cli.add_command(jobs_cli)

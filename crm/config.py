@@ -56,6 +56,9 @@ class Settings:
     base_url: str = "http://127.0.0.1:5000"
     trusted_proxies: list[str] = field(default_factory=list)
     upload_dir: Path | None = None
+    # Data exports of one client (zip files) until they expire; see crm.privacy.export.
+    export_dir: Path | None = None
+    export_days: int = 7
     max_upload_mb: int = 20
     mail_from: str = "CRM <crm@localhost>"
     secure_cookies: bool = False
@@ -69,11 +72,23 @@ class Settings:
     campaign_claim_timeout: int = 600
     campaign_retry_seconds: int = 60
     campaign_max_attempts: int = 5
+    # SMS (crm.sms): no URL writes them to the outbox; see the README's "SMS" section.
+    sms_url: str | None = None
+    sms_auth_header: str | None = None
+    sms_body_template: str | None = None
+    sms_sender: str | None = None
+    sms_timeout: float = 10.0
+    sms_attempts: int = 3
+    sms_retry_seconds: float = 1.0
+    sms_id_field: str | None = None
+    sms_error_field: str | None = None
+    sms_max_segments: int = 3
 
     @classmethod
     def from_env(cls, instance_path: Path) -> Settings:
         proxies = _env("CRM_TRUSTED_PROXIES", "") or ""
         upload = _env("CRM_UPLOAD_DIR")
+        exports = _env("CRM_EXPORT_DIR")
         base_url = _env("CRM_BASE_URL", "http://127.0.0.1:5000") or ""
         return cls(
             instance_path=instance_path,
@@ -84,6 +99,8 @@ class Settings:
             base_url=base_url.rstrip("/"),
             trusted_proxies=[p.strip() for p in proxies.split(",") if p.strip()],
             upload_dir=Path(upload) if upload else None,
+            export_dir=Path(exports) if exports else None,
+            export_days=_env_int("CRM_EXPORT_DAYS", 7),
             max_upload_mb=_env_int("CRM_MAX_UPLOAD_MB", 20),
             mail_from=_env("CRM_MAIL_FROM", "CRM <crm@localhost>") or "",
             secure_cookies=_env_bool("CRM_SECURE_COOKIES", base_url.startswith("https://")),
@@ -94,6 +111,16 @@ class Settings:
             campaign_claim_timeout=_env_int("CRM_CAMPAIGN_CLAIM_TIMEOUT", 600),
             campaign_retry_seconds=_env_int("CRM_CAMPAIGN_RETRY_SECONDS", 60),
             campaign_max_attempts=_env_int("CRM_CAMPAIGN_MAX_ATTEMPTS", 5),
+            sms_url=_env("CRM_SMS_URL"),
+            sms_auth_header=_env("CRM_SMS_AUTH_HEADER"),
+            sms_body_template=_env("CRM_SMS_BODY_TEMPLATE"),
+            sms_sender=_env("CRM_SMS_SENDER"),
+            sms_timeout=_env_float("CRM_SMS_TIMEOUT", 10.0),
+            sms_attempts=_env_int("CRM_SMS_ATTEMPTS", 3),
+            sms_retry_seconds=_env_float("CRM_SMS_RETRY_SECONDS", 1.0),
+            sms_id_field=_env("CRM_SMS_ID_FIELD"),
+            sms_error_field=_env("CRM_SMS_ERROR_FIELD"),
+            sms_max_segments=_env_int("CRM_SMS_MAX_SEGMENTS", 3),
         )
 
     def flask_config(self) -> dict[str, Any]:
@@ -109,6 +136,8 @@ class Settings:
             "CRM_TRUSTED_PROXIES": self.trusted_proxies,
             "CRM_UPLOAD_DIR": str(self.upload_dir or self.instance_path / "uploads"),
             "CRM_OUTBOX_DIR": str(self.instance_path / "outbox"),
+            "CRM_EXPORT_DIR": str(self.export_dir or self.instance_path / "exports"),
+            "CRM_EXPORT_DAYS": max(1, self.export_days),
             "CRM_MAIL_FROM": self.mail_from,
             "CRM_EMBEDDED_WORKERS": self.embedded_workers,
             "CRM_IDLE_TIMEOUT_SECONDS": max(1, self.idle_timeout_minutes) * 60,
@@ -117,6 +146,16 @@ class Settings:
             "CRM_CAMPAIGN_CLAIM_TIMEOUT": max(1, self.campaign_claim_timeout),
             "CRM_CAMPAIGN_RETRY_SECONDS": max(0, self.campaign_retry_seconds),
             "CRM_CAMPAIGN_MAX_ATTEMPTS": max(1, self.campaign_max_attempts),
+            "CRM_SMS_URL": self.sms_url,
+            "CRM_SMS_AUTH_HEADER": self.sms_auth_header,
+            "CRM_SMS_BODY_TEMPLATE": self.sms_body_template,
+            "CRM_SMS_SENDER": self.sms_sender,
+            "CRM_SMS_TIMEOUT": self.sms_timeout if self.sms_timeout > 0 else 10.0,
+            "CRM_SMS_ATTEMPTS": max(1, self.sms_attempts),
+            "CRM_SMS_RETRY_SECONDS": max(0.0, self.sms_retry_seconds),
+            "CRM_SMS_ID_FIELD": self.sms_id_field,
+            "CRM_SMS_ERROR_FIELD": self.sms_error_field,
+            "CRM_SMS_MAX_SEGMENTS": max(1, self.sms_max_segments),
             "MAX_CONTENT_LENGTH": self.max_upload_mb * 1024 * 1024,
             "CRM_MAX_UPLOAD_BYTES": self.max_upload_mb * 1024 * 1024,
             "SESSION_COOKIE_HTTPONLY": True,

@@ -439,6 +439,9 @@ def fill_demo(count: int, seed: int = 7, with_activity: bool = True) -> dict[str
         stats.update(_activity(rng, new_ids, owner_ids))
         stats.update(_consents(rng, new_ids))
         stats.update(_mailing_lists())
+        from crm.appointments.demo import fill_demo_appointments
+
+        stats.update(fill_demo_appointments(rng, new_ids))
     db.session.commit()
     return stats
 

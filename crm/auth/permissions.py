@@ -22,6 +22,9 @@ class Permission(enum.StrEnum):
     CAMPAIGNS_SEND = "campaigns:send"
     LISTS_MANAGE = "lists:manage"
     REQUESTS_MANAGE = "requests:manage"
+    APPOINTMENTS_VIEW = "appointments:view"
+    APPOINTMENTS_EDIT = "appointments:edit"
+    APPOINTMENTS_MANAGE = "appointments:manage"
 
 
 class ClientScope(enum.StrEnum):
@@ -61,11 +64,18 @@ SHIPPED_ROLES: list[tuple[str, ClientScope, list[Permission]]] = [
             Permission.TASKS_EDIT,
             Permission.DEALS_VIEW,
             Permission.DEALS_EDIT,
+            Permission.APPOINTMENTS_VIEW,
+            Permission.APPOINTMENTS_EDIT,
         ],
     ),
     (
         "readonly",
         ClientScope.ALL,
-        [Permission.CLIENTS_VIEW, Permission.TASKS_VIEW, Permission.DEALS_VIEW],
+        [
+            Permission.CLIENTS_VIEW,
+            Permission.TASKS_VIEW,
+            Permission.DEALS_VIEW,
+            Permission.APPOINTMENTS_VIEW,
+        ],
     ),
 ]

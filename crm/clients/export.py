@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 from flask_babel import gettext as _
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Font
 from sqlalchemy import Select
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -29,6 +28,7 @@ from crm.clients.models import Client
 from crm.extensions import db
 from crm.fields.models import CustomField, FieldType
 from crm.fields.values import format_phone
+from crm.web.xlsx import cell as xlsx_cell
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 BATCH = 1000
@@ -150,19 +150,9 @@ def csv_chunks(columns: Sequence[ExportColumn], clients: Iterable[Client]) -> It
 def xlsx_bytes(columns: Sequence[ExportColumn], clients: Iterable[Client], title: str) -> bytes:
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(title=title[:31] or "Clients")
-    bold = Font(bold=True)
 
     def cell(value: Any, header: bool = False) -> WriteOnlyCell:
-        item = WriteOnlyCell(sheet, value=value)
-        if isinstance(value, str):
-            item.data_type = "s"  # text, never a formula, whatever it begins with
-        elif isinstance(value, datetime):
-            item.number_format = "yyyy-mm-dd hh:mm"
-        elif isinstance(value, date):
-            item.number_format = "yyyy-mm-dd"
-        if header:
-            item.font = bold
-        return item
+        return xlsx_cell(sheet, value, bold=header)
 
     sheet.append([cell(c.label, header=True) for c in columns])
     for client in clients:

@@ -45,6 +45,7 @@ from crm.fields.values import display, form_value
 from crm.mailing.services import card_section as mailing_card_section
 from crm.notes.services import NOTE_PAGE, timeline_page
 from crm.org.services import organisation
+from crm.privacy.services import under_request
 from crm.search import builder
 from crm.search.errors import QueryError
 from crm.search.fields import Catalog
@@ -336,7 +337,8 @@ def _audit_update(client: Client, changes: dict[str, tuple[object, object]]) -> 
             target_type="client",
             target_id=client.id,
             client_id=client.id,
-            details=changes_details(changes),
+            # Linked to the data request the card is being rectified under, if any.
+            details=under_request(client.id, changes_details(changes)),
         )
 
 

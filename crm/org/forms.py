@@ -38,6 +38,15 @@ class OrganisationForm(FlaskForm):
     privacy_contact = StringField(
         _l("Privacy contact email"), validators=[Optional(), Email(), Length(max=254)]
     )
+    recipients = TextAreaField(
+        _l("Recipients and processors"),
+        description=_l(
+            "One per line, e.g. “Hosting: Example Cloud GmbH, Frankfurt”. Named in the "
+            "data export a client receives (GDPR Art. 15)."
+        ),
+        validators=[Optional(), Length(max=4000)],
+        render_kw={"rows": 4},
+    )
     default_phone_region = SelectField(
         _l("Default phone region"),
         description=_l("Phone numbers typed without a +country prefix are read as this country's."),

@@ -16,6 +16,9 @@ class Organisation(db.Model):
     legal_name: Mapped[str | None] = mapped_column(String(200))
     address: Mapped[str | None] = mapped_column(Text)
     privacy_contact: Mapped[str | None] = mapped_column(String(254))
+    # Recipients and processors of personal data (hosting, email delivery, accounting),
+    # one per line: the data export's Art. 15(1)(c) information.
+    recipients: Mapped[str] = mapped_column(Text, default="")
     default_phone_region: Mapped[str] = mapped_column(String(2), default="PL")
     timezone: Mapped[str] = mapped_column(String(64), default="Europe/Warsaw")
     default_currency: Mapped[str] = mapped_column(String(3), default="PLN")

@@ -31,6 +31,7 @@ RESOURCE_LABELS = {
     "audit": _l("Audit log"),
     "lists": _l("Mailing lists"),
     "requests": _l("Data-subject requests"),
+    "appointments": _l("Appointments"),
 }
 
 PERMISSION_LABELS = {
@@ -50,6 +51,9 @@ PERMISSION_LABELS = {
     Permission.AUDIT_VIEW: _l("View the audit log"),
     Permission.LISTS_MANAGE: _l("Manage lists"),
     Permission.REQUESTS_MANAGE: _l("Manage requests"),
+    Permission.APPOINTMENTS_VIEW: _l("View"),
+    Permission.APPOINTMENTS_EDIT: _l("Book and change"),
+    Permission.APPOINTMENTS_MANAGE: _l("Manage services and hours"),
 }
 
 # One line under the permissions whose reach is not obvious from the name.
@@ -70,6 +74,12 @@ PERMISSION_HELP = {
     Permission.LISTS_MANAGE: _l("Create mailing lists, import subscribers, manage groups."),
     Permission.REQUESTS_MANAGE: _l(
         "Register data-subject requests, extend their deadline and record the answer."
+    ),
+    Permission.APPOINTMENTS_EDIT: _l(
+        "Book, reschedule and cancel appointments; edit one's own working hours."
+    ),
+    Permission.APPOINTMENTS_MANAGE: _l(
+        "Define the services clients book and edit anyone's working hours."
     ),
 }
 

@@ -284,6 +284,9 @@ def lose_session_mid_edit(page: Page, live_server: LiveServer, problems: PagePro
     problems.allow(r"status of 401")
     login(page)
     page.goto(f"/clients/{client_id}")
+    # Sections the card loads after itself answer with a refreshed session cookie: let
+    # them finish, or one would sign the browser in again after the cookies are gone.
+    page.wait_for_load_state("networkidle")
     page.context.clear_cookies()
     page.locator("div.editable#grp-phone").click()
     page.wait_for_url(re.compile(r"/login\?next="))
