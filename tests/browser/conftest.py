@@ -168,6 +168,16 @@ def login(page: Page, email: str = ADMIN_EMAIL, password: str = TEST_PASSWORD) -
     page.wait_for_url(lambda url: "/login" not in url)
 
 
+def htmx_settled(page: Page) -> None:
+    """Wait until htmx has no request in flight and has set up what it swapped in: a
+    swapped-in element gets its listeners only when it settles, so a click or key
+    in that instant (a fast or loaded machine) would go unheard."""
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling,"
+        " .htmx-added')"
+    )
+
+
 @pytest.fixture
 def logged_in(page: Page) -> Page:
     login(page)

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.browser.conftest import ADMIN_EMAIL, LiveServer, PageProblems, login
+from tests.browser.conftest import ADMIN_EMAIL, LiveServer, PageProblems, htmx_settled, login
 from tests.conftest import TEST_PASSWORD
 
 if TYPE_CHECKING:
@@ -138,7 +138,8 @@ def test_client_card_custom_field_and_list(logged_in: Page) -> None:
     form.get_by_role("button", name="Save").click()
     page.locator("form.inline-edit#grp-email .field-error").wait_for()
     assert form.get_by_label("Email", exact=True).get_attribute("aria-invalid") == "true"
-    # Escape cancels, and the stored value comes back.
+    # Escape cancels, and the stored value comes back (once htmx set the new form up).
+    htmx_settled(page)
     form.get_by_label("Email", exact=True).press("Escape")
     page.locator("div.editable#grp-email").wait_for()
     assert "l.dvorak-muller@example.org" in page.locator("#grp-email").inner_text()

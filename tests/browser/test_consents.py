@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser.conftest import LiveServer
+from tests.browser.conftest import LiveServer, htmx_settled
 
 if TYPE_CHECKING:
     from playwright.sync_api import Dialog, Page
@@ -71,10 +71,7 @@ def test_record_consent_by_phone_then_withdraw_it(logged_in: Page, live_server: 
     form.wait_for()
     # The purpose select reloads the form on "change": htmx must have set the swapped-in
     # form up first, or a change made in that instant (a loaded machine) goes unheard.
-    page.wait_for_function(
-        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling,"
-        " .htmx-added')"
-    )
+    htmx_settled(page)
     form.get_by_label("Purpose").select_option(label=purpose_name)
     expect(form.locator("blockquote.notice-text")).to_have_text(NOTICE)
     form.get_by_label("How").select_option(label="By phone")
