@@ -168,6 +168,23 @@ def seed_rich_client(
     response = http.post(f"/clients/{client_id}/restriction", data={})
     assert response.status_code == 302, response.get_data(as_text=True)
 
+    # An appointment booked through the calendar's service (audited), with a note
+    # naming the person.
+    from crm.appointments import services as appointments
+    from tests.appointments.factories import every_day, local, make_service, next_week
+
+    every_day(admin_id)
+    service = make_service([admin_id], name="Konsultacja")
+    appointments.book(
+        service=service,
+        staff_id=admin_id,
+        client_id=client_id,
+        starts_at=local(next_week(), 10),
+        notes=f"{FIRST} {LAST}, tel. {PHONE}",
+        created_by=db.session.get(User, admin_id),
+    )
+    db.session.commit()
+
     # A finished export with its file.
     export_dir = Path(current_app.config["CRM_EXPORT_DIR"])
     export_dir.mkdir(parents=True, exist_ok=True)
