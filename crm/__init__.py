@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, has_request_context, request
 
 from crm.config import Settings
-from crm.extensions import babel, csrf, db, htmx, login_manager, migrate
+from crm.extensions import babel, csrf, db, htmx, limiter, login_manager, migrate
 from crm.sqltypes import use_hinting_compiler
 
 LANGUAGES = ["en", "pl", "de", "cs"]
@@ -48,6 +48,7 @@ def _init_extensions(app: Flask) -> None:
     htmx.init_app(app)
     babel.init_app(app, locale_selector=_select_locale, timezone_selector=_select_timezone)
     login_manager.init_app(app)
+    limiter.init_app(app)
     queue.init_app(app)
     _import_models()
 

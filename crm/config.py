@@ -83,6 +83,9 @@ class Settings:
     sms_id_field: str | None = None
     sms_error_field: str | None = None
     sms_max_segments: int = 3
+    # Public pages' rate limits (booking): memory:// per process by default; a
+    # redis:// URL shares the counts between processes.
+    ratelimit_storage: str = "memory://"
 
     @classmethod
     def from_env(cls, instance_path: Path) -> Settings:
@@ -121,6 +124,7 @@ class Settings:
             sms_id_field=_env("CRM_SMS_ID_FIELD"),
             sms_error_field=_env("CRM_SMS_ERROR_FIELD"),
             sms_max_segments=_env_int("CRM_SMS_MAX_SEGMENTS", 3),
+            ratelimit_storage=_env("CRM_RATELIMIT_STORAGE", "memory://") or "memory://",
         )
 
     def flask_config(self) -> dict[str, Any]:
@@ -156,6 +160,8 @@ class Settings:
             "CRM_SMS_ID_FIELD": self.sms_id_field,
             "CRM_SMS_ERROR_FIELD": self.sms_error_field,
             "CRM_SMS_MAX_SEGMENTS": max(1, self.sms_max_segments),
+            "RATELIMIT_STORAGE_URI": self.ratelimit_storage,
+            "RATELIMIT_HEADERS_ENABLED": True,
             "MAX_CONTENT_LENGTH": self.max_upload_mb * 1024 * 1024,
             "CRM_MAX_UPLOAD_BYTES": self.max_upload_mb * 1024 * 1024,
             "SESSION_COOKIE_HTTPONLY": True,

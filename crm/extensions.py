@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_babel import Babel
 from flask_htmx import HTMX
+from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -31,3 +32,14 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx = HTMX()
 babel = Babel()
+
+
+def _rate_limit_key() -> str:
+    from crm.web.client_ip import client_ip
+
+    return client_ip()
+
+
+# Only routes that ask for a limit are limited (the public booking form); the sign-in
+# throttle counts attempts in the database instead (crm.security).
+limiter = Limiter(key_func=_rate_limit_key, default_limits=[])

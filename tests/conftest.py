@@ -68,6 +68,9 @@ def make_test_app(database_url: str, tmp: Path, **extra: Any) -> Flask:
         "CRM_MAX_UPLOAD_BYTES": 1024 * 1024,
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
         "CRM_EMBEDDED_WORKERS": False,
+        # Counts would carry over between tests of the one session app; the tests of
+        # rate limits switch it on for themselves.
+        "RATELIMIT_ENABLED": False,
     }
     config.update(extra)
     return create_app(config)

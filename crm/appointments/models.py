@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     Time,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -64,6 +66,36 @@ class ClientDatum(enum.StrEnum):
     EMAIL = "email"
     PHONE = "phone"
     ADDRESS = "address"
+
+
+class ReminderKind(enum.StrEnum):
+    CONFIRMATION = "confirmation"  # sent at once when the appointment is booked
+    BEFORE = "before"  # sent at the service's hour, the set number of days before
+
+
+class ReminderChannel(enum.StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class ReminderStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"  # waiting for its due time
+    SENDING = "sending"  # claimed by a sweep; a worker sends it
+    SENT = "sent"
+    SKIPPED = "skipped"  # not sent, on purpose: no consent, restricted, opted out
+    CANCELLED = "cancelled"  # the appointment was cancelled, or SMS were opted out
+    FAILED = "failed"  # the gateway or mail server refused it for good
+
+
+# States a reminder can still leave for "sent".
+OPEN_REMINDER_STATUSES = (ReminderStatus.SCHEDULED.value, ReminderStatus.SENDING.value)
+
+
+class FeedDetail(enum.StrEnum):
+    """How much of the client a staff calendar feed shows (organisation setting)."""
+
+    BOOKED = "booked"  # just "Booked" and the service
+    FIRST_NAME = "first_name"  # the client's first name and the service
 
 
 class ExceptionKind(enum.StrEnum):
@@ -114,6 +146,16 @@ class Service(db.Model):
     max_days_ahead: Mapped[int] = mapped_column(Integer, default=60)
     # A subset of ClientDatum values, asked of the client when booking online.
     required_data: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["name", "email"])
+    # Listed on the public booking page (/book).
+    online_booking: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Clients may cancel or move an online booking until this many hours before it.
+    cancel_cutoff_hours: Mapped[int] = mapped_column(Integer, default=24)
+    # Reminders: a ReminderChannel subset; a confirmation at booking; one more
+    # `reminder_days_before` days before (0: none) at `reminder_hour` local time.
+    reminder_channels: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["email", "sms"])
+    send_confirmation: Mapped[bool] = mapped_column(Boolean, default=True)
+    reminder_days_before: Mapped[int] = mapped_column(Integer, default=1)
+    reminder_hour: Mapped[int] = mapped_column(SmallInteger, default=18)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -188,6 +230,7 @@ class Appointment(db.Model):
         CheckConstraint("starts_at < ends_at", name="order"),
         Index("ix_appointments_staff_starts", "staff_id", "starts_at"),
         Index("ix_appointments_client_starts", "client_id", "starts_at"),
+        Index("ix_appointments_public_token", "public_token", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -207,6 +250,9 @@ class Appointment(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Random part of the client's signed manage link (view, cancel, reschedule); a new
+    # one invalidates links sent before.
+    public_token: Mapped[str | None] = mapped_column(String(43))
 
     service: Mapped[Service] = relationship()
     staff: Mapped[User] = relationship(foreign_keys=[staff_id])
@@ -216,3 +262,48 @@ class Appointment(db.Model):
     @property
     def holds_time(self) -> bool:
         return self.status != AppointmentStatus.CANCELLED.value
+
+
+class Reminder(db.Model):
+    """One message about one appointment over one channel, due at one instant. The
+    periodic sweep claims due rows (status scheduled -> sending) with a conditional
+    update, so overlapping sweeps never claim the same row twice."""
+
+    __tablename__ = "appointment_reminders"
+    __table_args__ = (
+        UniqueConstraint("appointment_id", "kind", "channel", name="uq_appointment_reminders_kind"),
+        Index("ix_appointment_reminders_status_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(8))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(12), default=ReminderStatus.SCHEDULED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why it was skipped, cancelled or failed, for staff (no message text).
+    detail: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    appointment: Mapped[Appointment] = relationship()
+
+
+class CalendarFeed(db.Model):
+    """A staff member's secret calendar subscription URL. Only a hash of the secret is
+    stored; revoking sets revoked_at and the URL answers 404 from then on."""
+
+    __tablename__ = "calendar_feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])

@@ -62,6 +62,8 @@ class Client(db.Model):
     # Restriction of processing (Art. 18): kept, but not used or edited until lifted.
     restricted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     restriction_reason: Mapped[str] = mapped_column(String(300), default="")
+    # The client asked for no SMS (appointment reminders): none are scheduled or sent.
+    sms_opt_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     owner: Mapped[User | None] = relationship()
     tags: Mapped[list[Tag]] = relationship(secondary=client_tags, order_by=Tag.name)

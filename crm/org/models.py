@@ -24,6 +24,11 @@ class Organisation(db.Model):
     default_currency: Mapped[str] = mapped_column(String(3), default="PLN")
     default_locale: Mapped[str] = mapped_column(String(8), default="en")
     languages: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["en", "pl", "de", "cs"])
+    # The full privacy notice the short information clauses link to; empty: the
+    # generated page at /privacy.
+    privacy_notice_url: Mapped[str] = mapped_column(String(500), default="")
+    # What staff calendar feeds show of a client (crm.appointments.models.FeedDetail).
+    calendar_feed_detail: Mapped[str] = mapped_column(String(16), default="booked")
 
 
 class SettingsGeneration(db.Model):
