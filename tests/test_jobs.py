@@ -142,7 +142,12 @@ def test_jobs_are_due_by_their_interval(app, extra_jobs):
         assert due(NOW + timedelta(seconds=30)) == set() == {j.name for j in due_jobs(NOW)}
         assert due(NOW + timedelta(minutes=4)) == set()
         assert due(NOW + timedelta(minutes=5)) == {"test.often"}
-        hourly = {"consents.expiry", "privacy.deadlines", "privacy.exports_expiry"}
+        hourly = {
+            "consents.expiry",
+            "mailing.import_files",
+            "privacy.deadlines",
+            "privacy.exports_expiry",
+        }
         assert due(NOW + timedelta(hours=1)) == hourly | {"test.often"}
 
 

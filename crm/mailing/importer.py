@@ -21,13 +21,13 @@ import io
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import String, select
 
 from crm.audit.services import record
 from crm.auth.models import User
@@ -318,7 +318,9 @@ def _write_chunk(
 ) -> None:
     emails = [r.values["email"] for r in rows]
     existing = dict(
-        db.session.execute(select(Client.email, Client.id).where(Client.email.in_(emails))).all()
+        db.session.execute(
+            select(Client.email, Client.id).where(services.among(Client.email, emails, String()))
+        ).all()
     )
     result.matched += sum(1 for r in rows if r.values["email"] in existing)
     # A person whose data was erased is not added back by an import: the row is
@@ -514,6 +516,27 @@ def store_upload(data: bytes) -> str:
     tmp.write_bytes(data)
     tmp.replace(import_dir() / f"{key}.csv")
     return key
+
+
+# How long an uploaded file or an error report stays: enough to map the columns and
+# download the report; the files hold personal data, so they do not stay for good.
+IMPORT_FILE_HOURS = 24
+
+
+def remove_stale_import_files(now: datetime, max_age: timedelta | None = None) -> int:
+    """Delete uploads nobody imported and error reports older than `max_age`."""
+    cutoff = (now - (max_age or timedelta(hours=IMPORT_FILE_HOURS))).timestamp()
+    removed = 0
+    for path in import_dir().iterdir():
+        if path.suffix not in (".csv", ".tmp") or not path.is_file():
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+    return removed
 
 
 def upload_path(key: str, suffix: str = ".csv") -> Path | None:

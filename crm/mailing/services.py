@@ -240,7 +240,7 @@ def _reasons(forms: dict[str, str]) -> dict[str, str]:
         chunk = digests[start : start + 500]
         rows = db.session.execute(
             select(Suppression.email_hash, Suppression.reason).where(
-                _among(Suppression.email_hash, chunk, String())
+                among(Suppression.email_hash, chunk, String())
             )
         )
         for digest, reason in rows:
@@ -267,7 +267,7 @@ def phone_suppression_reasons(phones: Iterable[str], region: str | None = None) 
     return _reasons(forms)
 
 
-def _among(column: Any, values: list[Any], item_type: Any) -> Any:
+def among(column: Any, values: list[Any], item_type: Any) -> Any:
     """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter instead
     of one per value (a batch of 500 placeholders took longer to send and plan than
     the query took to run)."""
@@ -287,9 +287,7 @@ def suppressed_hashes(hashes: Iterable[str]) -> set[str]:
         chunk = wanted[start : start + 500]
         found.update(
             db.session.scalars(
-                select(Suppression.email_hash).where(
-                    _among(Suppression.email_hash, chunk, String())
-                )
+                select(Suppression.email_hash).where(among(Suppression.email_hash, chunk, String()))
             )
         )
     return found
@@ -835,14 +833,16 @@ def bulk_subscribe(
     if notice_id is None:
         notice_id = _notice(mlist.purpose).id
     found = db.session.execute(
-        select(Client.id, Client.email, Client.restricted_at).where(Client.id.in_(ids))
+        select(Client.id, Client.email, Client.restricted_at).where(
+            among(Client.id, ids, Integer())
+        )
     ).all()
     emails = {row.id: row.email for row in found}
     restricted = {row.id for row in found if row.restricted_at is not None}
     subs = dict(
         db.session.execute(
             select(Subscription.client_id, Subscription.status).where(
-                Subscription.list_id == mlist.id, Subscription.client_id.in_(ids)
+                Subscription.list_id == mlist.id, among(Subscription.client_id, ids, Integer())
             )
         ).all()
     )
@@ -910,7 +910,8 @@ def bulk_subscribe(
     states = dict(
         db.session.execute(
             select(ConsentState.client_id, ConsentState.id).where(
-                ConsentState.purpose_id == purpose.id, ConsentState.client_id.in_(to_subscribe)
+                ConsentState.purpose_id == purpose.id,
+                among(ConsentState.client_id, to_subscribe, Integer()),
             )
         ).all()
     )
@@ -1221,11 +1222,11 @@ def blocked_client_ids(
                     ConsentState.purpose_id == mlist.purpose_id,
                 ),
             )
-            .where(_among(Client.id, ids, Integer()))
+            .where(among(Client.id, ids, Integer()))
         )
     else:
         stmt = select(Client.id, Client.email, Client.restricted_at).where(
-            _among(Client.id, ids, Integer())
+            among(Client.id, ids, Integer())
         )
     rows = db.session.execute(stmt).all()
     found = {row.id for row in rows}

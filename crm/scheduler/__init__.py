@@ -29,7 +29,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 # Modules that declare periodic jobs; a new domain adds its own here.
-JOB_MODULES: list[str] = ["crm.campaigns.tasks", "crm.consents.tasks", "crm.privacy.tasks"]
+JOB_MODULES: list[str] = [
+    "crm.campaigns.tasks",
+    "crm.consents.tasks",
+    "crm.mailing.tasks",
+    "crm.privacy.tasks",
+]
 
 JobFunction = Callable[[datetime], "dict[str, int] | None"]
 

@@ -201,3 +201,24 @@ def test_malformed_csv_is_a_message(ctx):
     big = "x" * 200_000
     with pytest.raises(ImportFailed, match="not valid CSV"):
         _run(f'email,first_name\na@example.pl,"{big}"\n')
+
+
+def test_stale_import_files_are_removed(ctx):
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from crm.mailing.tasks import import_files_cleanup
+
+    now = datetime.now(UTC)
+    fresh = importer.import_dir() / (importer.store_upload(b"email\nanna@example.com\n") + ".csv")
+    old_key = importer.store_upload(b"email\nzofia@example.com\n")
+    old = importer.import_dir() / f"{old_key}.csv"
+    report = importer.import_dir() / f"{old_key}.errors.csv"
+    report.write_text("row;column;message\n", encoding="utf-8")
+    two_days_ago = (now - timedelta(days=2)).timestamp()
+    for path in (old, report):
+        os.utime(path, (two_days_ago, two_days_ago))
+    assert import_files_cleanup(now) == {"removed": 2}
+    assert fresh.exists() and not old.exists() and not report.exists()
+    assert importer.upload_path(old_key) is None
+    fresh.unlink()
