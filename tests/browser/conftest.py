@@ -15,14 +15,21 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import getaddresses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
+import dramatiq
 import pytest
 from flask import Flask
 from flask_migrate import upgrade
 from werkzeug.serving import BaseWSGIServer, make_server
 
+import crm.queue
 from crm.extensions import db
 from tests.conftest import TEST_PASSWORD, make_test_app
 
@@ -182,3 +189,56 @@ def htmx_settled(page: Page) -> None:
 def logged_in(page: Page) -> Page:
     login(page)
     return page
+
+
+@pytest.fixture
+def worker(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A Dramatiq worker running the actors inside the live server's app, mail to the
+    outbox, no rate limit. Yields the outbox directory."""
+    app = live_server.app
+    monkeypatch.setitem(app.config, "CRM_SMTP_URL", "")
+    monkeypatch.setitem(app.config, "CRM_MAIL_RATE", 0)
+    monkeypatch.setitem(crm.queue._state, "app", app)
+    broker = crm.queue.broker
+    broker.flush_all()  # nothing queued by earlier tests runs here
+    running = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    running.start()
+    try:
+        yield Path(app.config["CRM_OUTBOX_DIR"])
+    finally:
+        running.stop()
+        broker.flush_all()
+
+
+def watch(page: Page, problems: PageProblems) -> Page:
+    """The same problem reporting as the `page` fixture, for a page of another context."""
+    page.on(
+        "console",
+        lambda m: (
+            m.type == "error"
+            and problems.seen.append(f"console: {m.text} ({m.location.get('url')})")
+        ),
+    )
+    page.on("pageerror", lambda e: problems.seen.append(f"javascript: {e}"))
+    page.on(
+        "response",
+        lambda r: r.status >= 500 and problems.seen.append(f"HTTP {r.status}: {r.url}"),
+    )
+    return page
+
+
+def outbox_messages(outbox: Path, tag: str) -> list[EmailMessage]:
+    """The messages in the outbox addressed to this run's clients."""
+    found = []
+    for path in sorted(outbox.glob("*.eml")):
+        message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        assert isinstance(message, EmailMessage)
+        if any(tag in address for _name, address in getaddresses([str(message["To"])])):
+            found.append(message)
+    return found
+
+
+def on_live_server(url: str, live_server: LiveServer) -> str:
+    """The link as sent (on CRM_BASE_URL), pointed at the live server instead."""
+    parts, live = urlsplit(url), urlsplit(live_server.url)
+    return urlunsplit((live.scheme, live.netloc, parts.path, parts.query, parts.fragment))

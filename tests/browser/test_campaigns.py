@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from email.utils import getaddresses
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
-import dramatiq
 import pytest
 
-import crm.queue
-from tests.browser.conftest import TIMEOUT_MS, VIEWPORT, LiveServer, PageProblems
+from tests.browser.conftest import (
+    TIMEOUT_MS,
+    VIEWPORT,
+    LiveServer,
+    PageProblems,
+    on_live_server,
+    outbox_messages,
+    watch,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -37,42 +38,6 @@ expect = pytest.importorskip("playwright.sync_api", reason="pip install playwrig
 NOTICE = "Raz w tygodniu wysyłamy nowości salonu. Wypisać się można w każdej chwili."
 # Sending a few messages takes a worker well under a second; the page polls every 2 s.
 SEND_TIMEOUT_MS = 20_000
-
-
-@pytest.fixture
-def worker(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A Dramatiq worker running the actors inside the live server's app, mail to the
-    outbox, no rate limit. Yields the outbox directory."""
-    app = live_server.app
-    monkeypatch.setitem(app.config, "CRM_SMTP_URL", "")
-    monkeypatch.setitem(app.config, "CRM_MAIL_RATE", 0)
-    monkeypatch.setitem(crm.queue._state, "app", app)
-    broker = crm.queue.broker
-    broker.flush_all()  # nothing queued by earlier tests runs here
-    running = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
-    running.start()
-    try:
-        yield Path(app.config["CRM_OUTBOX_DIR"])
-    finally:
-        running.stop()
-        broker.flush_all()
-
-
-def watch(page: Page, problems: PageProblems) -> Page:
-    """The same problem reporting as the `page` fixture, for a page of another context."""
-    page.on(
-        "console",
-        lambda m: (
-            m.type == "error"
-            and problems.seen.append(f"console: {m.text} ({m.location.get('url')})")
-        ),
-    )
-    page.on("pageerror", lambda e: problems.seen.append(f"javascript: {e}"))
-    page.on(
-        "response",
-        lambda r: r.status >= 500 and problems.seen.append(f"HTTP {r.status}: {r.url}"),
-    )
-    return page
 
 
 def seed(live_server: LiveServer, tag: str) -> tuple[str, dict[str, int], dict[str, str]]:
@@ -153,23 +118,6 @@ def add_list(page: Page, name: str, group: str, purpose: str) -> None:
     page.get_by_label("Purpose").select_option(label=purpose)
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#flash")).to_contain_text(f"List “{name}” added.")
-
-
-def outbox_messages(outbox: Path, tag: str) -> list[EmailMessage]:
-    """The messages in the outbox addressed to this run's clients."""
-    found = []
-    for path in sorted(outbox.glob("*.eml")):
-        message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
-        assert isinstance(message, EmailMessage)
-        if any(tag in address for _name, address in getaddresses([str(message["To"])])):
-            found.append(message)
-    return found
-
-
-def on_live_server(url: str, live_server: LiveServer) -> str:
-    """The link as sent (on CRM_BASE_URL), pointed at the live server instead."""
-    parts, live = urlsplit(url), urlsplit(live_server.url)
-    return urlunsplit((live.scheme, live.netloc, parts.path, parts.query, parts.fragment))
 
 
 def test_newsletter_to_a_saved_filter_then_switch_lists(
