@@ -463,15 +463,6 @@ DEMO_PURPOSES: list[tuple[str, str, dict[str, Any], dict[str, str]]] = [
         },
     ),
     (
-        "sms_reminders",
-        "SMS appointment reminders",
-        {"legal_basis": "a", "channels": ["sms"], "retention_months": 6},
-        {
-            "en": "We text you a reminder the day before your appointment.",
-            "pl": "Dzień przed wizytą wysyłamy SMS z przypomnieniem.",
-        },
-    ),
-    (
         "contract",
         "Contract performance and invoicing",
         {
@@ -506,6 +497,10 @@ def _consents(rng: random.Random, ids: list[int]) -> dict[str, int]:
                 **(values | {"legal_basis": basis}),
             )
             purposes[key] = services.create_purpose(spec, notices, None)
+    # Appointment reminders: the purpose the reminder sender asks (legitimate interest).
+    from crm.appointments.reminders import reminders_purpose
+
+    purposes["reminders"] = reminders_purpose()
     # The notice each demo consent was given under: English where there is one.
     notice = {}
     for key, purpose in purposes.items():
@@ -514,7 +509,7 @@ def _consents(rng: random.Random, ids: list[int]) -> dict[str, int]:
     now = datetime.now(UTC)
     rows = []
     for cid in ids:
-        for key, share in (("contract", 0.6), ("newsletter", 0.45), ("sms_reminders", 0.3)):
+        for key, share in (("contract", 0.6), ("newsletter", 0.45), ("reminders", 0.7)):
             if rng.random() >= share:
                 continue
             purpose = purposes[key]

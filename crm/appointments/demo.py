@@ -4,6 +4,7 @@ weekly team meeting and a filled calendar for the current week."""
 from __future__ import annotations
 
 import random
+import secrets
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from crm.appointments.models import Appointment, AppointmentStatus, BlockKind, S
 from crm.appointments.services import ServiceSpec
 from crm.appointments.slots import ServiceRule, free_slots, load_schedules
 from crm.auth.models import User
+from crm.clients.models import Client
 from crm.extensions import db
 from crm.sqltypes import utcnow
 
@@ -113,6 +115,7 @@ def fill_demo_appointments(rng: random.Random, client_ids: list[int]) -> dict[st
                     ends_at=slot.ends_at,
                     buffer_after_minutes=visit.buffer_after_minutes,
                     status=status.value,
+                    public_token=secrets.token_urlsafe(32),
                 )
             )
             taken_until = slot.ends_at + timedelta(minutes=visit.buffer_after_minutes)
@@ -142,8 +145,25 @@ def fill_demo_appointments(rng: random.Random, client_ids: list[int]) -> dict[st
                     buffer_before_minutes=workshop.buffer_before_minutes,
                     buffer_after_minutes=workshop.buffer_after_minutes,
                     status=AppointmentStatus.BOOKED.value,
+                    public_token=secrets.token_urlsafe(32),
                 )
             )
             count += 1
     db.session.flush()
-    return {"services": 2, "appointments": count}
+    # Day-before reminders for what is still ahead (no confirmations: these were
+    # "booked" before the demo began), and a few clients who stopped SMS.
+    from crm.appointments.reminders import schedule_reminders
+
+    upcoming = db.session.scalars(
+        select(Appointment).where(
+            Appointment.starts_at > now, Appointment.status != AppointmentStatus.CANCELLED.value
+        )
+    ).all()
+    for client in db.session.scalars(
+        select(Client).where(Client.id.in_(rng.sample(client_ids, max(1, len(client_ids) // 20))))
+    ):
+        client.sms_opt_out_at = now
+    for appointment in upcoming:
+        schedule_reminders(appointment, now, confirm=False)
+    db.session.flush()
+    return {"services": 2, "appointments": count, "reminders planned": len(upcoming)}

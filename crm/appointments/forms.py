@@ -13,6 +13,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import (
+    BooleanField,
     DateField,
     Field,
     IntegerField,
@@ -25,7 +26,7 @@ from wtforms import (
 )
 from wtforms.validators import URL, DataRequired, InputRequired, Length, NumberRange, Optional
 
-from crm.appointments.models import BlockKind, ClientDatum, ExceptionKind
+from crm.appointments.models import BlockKind, ClientDatum, ExceptionKind, ReminderChannel
 from crm.auth.models import User
 from crm.clients.models import Client
 from crm.clients.policy import visible_clients
@@ -47,6 +48,13 @@ WEEKDAYS = [
     _l("Saturday"),
     _l("Sunday"),
 ]
+
+REMINDER_CHANNEL_LABELS = {
+    ReminderChannel.EMAIL.value: _l("Email"),
+    ReminderChannel.SMS.value: _l("SMS"),
+}
+MAX_REMINDER_DAYS = 14
+MAX_CANCEL_CUTOFF_HOURS = 7 * 24
 
 CLIENT_DATA_LABELS = {
     ClientDatum.NAME.value: _l("Name"),
@@ -223,6 +231,53 @@ class ServiceForm(FlaskForm):
         description=_l("Ask only for what this service needs (data minimisation)."),
     )
     staff_ids = _Checkboxes(_l("Offered by"), choices=[])
+    online_booking = BooleanField(
+        _l("Clients can book it online"),
+        default=True,
+        description=_l("Listed on the public booking page."),
+    )
+    cancel_cutoff_hours = IntegerField(
+        _l("Online cancel or move until (hours before)"),
+        validators=[
+            Optional(),
+            NumberRange(min=0, max=MAX_CANCEL_CUTOFF_HOURS, message=_l("Between 0 and 168 hours.")),
+        ],
+        default=24,
+        description=_l("Later than this, clients have to call you."),
+        render_kw={"inputmode": "numeric", "min": 0, "max": MAX_CANCEL_CUTOFF_HOURS},
+    )
+    reminder_channels = _Checkboxes(
+        _l("Reminders by"),
+        choices=options(REMINDER_CHANNEL_LABELS.items()),
+        default=[ReminderChannel.EMAIL.value, ReminderChannel.SMS.value],
+        description=_l("Only to clients with an address for it; none: no reminders."),
+    )
+    send_confirmation = BooleanField(
+        _l("Send a confirmation when it is booked"),
+        default=True,
+    )
+    reminder_days_before = IntegerField(
+        _l("Reminder (days before)"),
+        validators=[
+            Optional(),
+            NumberRange(
+                min=0, max=MAX_REMINDER_DAYS, message=_l("Between 0 and 14 days; 0: none.")
+            ),
+        ],
+        default=1,
+        description=_l("0: no reminder before the day."),
+        render_kw={"inputmode": "numeric", "min": 0, "max": MAX_REMINDER_DAYS},
+    )
+    reminder_hour = IntegerField(
+        _l("Reminder hour"),
+        validators=[
+            Optional(),
+            NumberRange(min=0, max=23, message=_l("An hour from 0 to 23.")),
+        ],
+        default=18,
+        description=_l("Local time, e.g. 18 for 18:00."),
+        render_kw={"inputmode": "numeric", "min": 0, "max": 23},
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -242,6 +297,10 @@ class ServiceForm(FlaskForm):
     def validate_staff_ids(self, field: Field) -> None:
         if not field.data:
             raise ValidationError(_("Choose who offers this service."))
+
+    def validate_reminder_channels(self, field: Field) -> None:
+        if set(field.data or []) - set(REMINDER_CHANNEL_LABELS):
+            raise ValidationError(_("Pick channels from the list."))
 
 
 class WeeklyHoursForm(FlaskForm):
@@ -395,6 +454,13 @@ class BookingForm(FlaskForm):
     client_id = StringField(_l("Client"))
     notes = TextAreaField(
         _l("Notes"), validators=[Length(max=2000)], filters=[_strip], render_kw={"rows": 2}
+    )
+
+    # Shown only when reminders rest on consent (the view drops it otherwise).
+    reminders_agreed = BooleanField(
+        _l("Client agreed to reminders"),
+        default=False,
+        description=_l("Tick only if the client said yes to reminders by email and SMS."),
     )
 
     def __init__(self, *args: Any, user: User, services: list[Any], **kwargs: Any) -> None:

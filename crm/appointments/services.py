@@ -18,8 +18,9 @@ A booking that lost the race raises SlotTaken; views answer 409 with a friendly 
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +38,7 @@ from crm.appointments.models import (
     Block,
     BlockKind,
     ExceptionKind,
+    ReminderChannel,
     Service,
     WorkingHours,
     service_staff,
@@ -133,6 +135,13 @@ class ServiceSpec:
     max_days_ahead: int
     required_data: list[str]
     staff_ids: list[int]
+    # Reminders and online booking (defaults as for a new service).
+    reminder_channels: list[str] = field(default_factory=lambda: ["email", "sms"])
+    send_confirmation: bool = True
+    reminder_days_before: int = 1
+    reminder_hour: int = 18
+    online_booking: bool = True
+    cancel_cutoff_hours: int = 24
 
 
 def save_service(spec: ServiceSpec, service: Service | None = None) -> Service:
@@ -156,8 +165,26 @@ def save_service(spec: ServiceSpec, service: Service | None = None) -> Service:
     service.min_notice_hours = spec.min_notice_hours
     service.max_days_ahead = spec.max_days_ahead
     service.required_data = list(spec.required_data)
+    plan_before = (
+        list(service.reminder_channels or []),
+        service.reminder_days_before,
+        service.reminder_hour,
+    )
+    service.reminder_channels = [
+        c.value for c in ReminderChannel if c.value in set(spec.reminder_channels)
+    ]
+    service.send_confirmation = bool(spec.send_confirmation)
+    service.reminder_days_before = max(0, int(spec.reminder_days_before))
+    service.reminder_hour = min(max(int(spec.reminder_hour), 0), 23)
+    service.online_booking = bool(spec.online_booking)
+    service.cancel_cutoff_hours = max(0, int(spec.cancel_cutoff_hours))
     service.staff = list(db.session.scalars(select(User).where(User.id.in_(spec.staff_ids))))
     db.session.flush()
+    plan_after = (service.reminder_channels, service.reminder_days_before, service.reminder_hour)
+    if service.id is not None and plan_before != plan_after:
+        from crm.appointments.reminders import replan_service
+
+        replan_service(service)  # upcoming day-before reminders follow the new setting
     return service
 
 
@@ -404,10 +431,15 @@ def book(
         source=source.value,
         notes=notes.strip(),
         created_by_id=created_by.id if created_by else None,
+        # The random part of the client's manage link.
+        public_token=secrets.token_urlsafe(32),
     )
     db.session.add(appointment)
     db.session.flush()
     _audit(appointment, "appointment.book")
+    from crm.appointments.reminders import schedule_reminders
+
+    schedule_reminders(appointment, now)
     return appointment
 
 
@@ -467,6 +499,10 @@ def reschedule(
     db.session.flush()
     db.session.expire(appointment, ["staff"])
     _audit(appointment, "appointment.reschedule", {"from": before.isoformat()})
+    from crm.appointments.reminders import schedule_reminders
+
+    # The day-before ones move with it; the confirmation is not sent again.
+    schedule_reminders(appointment, now, confirm=False)
 
 
 def set_status(
@@ -486,6 +522,10 @@ def set_status(
     appointment.status = status.value
     db.session.flush()
     _audit(appointment, "appointment.status", {"status": [old, status.value]})
+    if status is AppointmentStatus.CANCELLED:
+        from crm.appointments.reminders import cancel_reminders
+
+        cancel_reminders(appointment, "appointment cancelled")
 
 
 def cancel(appointment: Appointment, now: datetime | None = None) -> None:

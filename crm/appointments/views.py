@@ -15,9 +15,10 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user
+from flask_wtf import FlaskForm
 from sqlalchemy import select
 
-from crm.appointments import services
+from crm.appointments import reminders, services
 from crm.appointments.forms import (
     CLIENT_DATA_LABELS,
     WEEKDAYS,
@@ -45,9 +46,12 @@ from crm.auth.permissions import Permission
 from crm.clients.listing import search_condition
 from crm.clients.models import Client
 from crm.clients.policy import get_client_or_404, visible_clients
+from crm.consents.models import Method
+from crm.consents.services import Evidence
 from crm.extensions import db
+from crm.org.services import organisation
 from crm.sqltypes import utcnow
-from crm.web.access import requires
+from crm.web.access import public, requires
 from crm.web.render import render
 from crm.web.urls import next_url, safe_next
 
@@ -358,6 +362,7 @@ def book() -> ResponseReturnValue:
     if not offered:
         abort(404)
     form = BookingForm(user=current_user, services=offered)
+    ask_reminders = reminders.reminders_need_consent()
     if request.method == "GET":
         service_id = _int_arg("service")
         form.service_id.data = str(service_id or offered[0].id)
@@ -386,6 +391,15 @@ def book() -> ResponseReturnValue:
             db.session.rollback()
             form.service_id.errors = [*form.service_id.errors, str(exc)]
         else:
+            # Contract or legitimate interest: recorded on its own; consent: only when
+            # the box was ticked.
+            reminders.record_reminders_basis(
+                client,
+                method=Method.STAFF,
+                evidence=Evidence.from_request(),
+                actor=current_user,
+                agreed=ask_reminders and bool(form.reminders_agreed.data),
+            )
             db.session.commit()
             flash(
                 _(
@@ -400,6 +414,7 @@ def book() -> ResponseReturnValue:
             )
     return render(
         "appointments/book.html",
+        ask_reminders=ask_reminders,
         form=form,
         staff=staff,
         starts_at=starts_at,
@@ -564,10 +579,88 @@ def client_section(client_id: int) -> ResponseReturnValue:
     """The card's appointments, loaded by the card after it is shown (hx-trigger load),
     so the card's own budget does not pay for it."""
     client = get_client_or_404(current_user, client_id)
+    return _client_section_page(client)
+
+
+def _client_section_page(client: Client, notice: str = "") -> ResponseReturnValue:
+    found = services.client_appointments(client.id)
     return render(
         "appointments/_client_appointments.html",
         client=client,
-        found=services.client_appointments(client.id),
+        found=found,
+        reminders=reminders.reminders_by_appointment(
+            a.id for a in (*found.upcoming, *found.recent)
+        ),
+        reminder_channels=reminders.CHANNEL_LABELS,
+        reminder_statuses=reminders.STATUS_LABELS,
+        notice=notice,
+    )
+
+
+@bp.route("/client/<int:client_id>/sms-opt-out", methods=["POST"])
+@requires(Permission.APPOINTMENTS_EDIT)
+def sms_opt_out(client_id: int) -> ResponseReturnValue:
+    """The card's SMS opt-out switch: on cancels the SMS already planned."""
+    client = get_client_or_404(current_user, client_id)
+    raw = request.form.get("opt_out", "")
+    if raw not in ("0", "1"):
+        abort(400)
+    if raw == "0":
+        # Stopping SMS is always allowed; allowing them again uses the data (Art. 18).
+        from crm.privacy.restriction import ensure_not_restricted
+
+        ensure_not_restricted(client)
+    cancelled = reminders.set_sms_opt_out(client, raw == "1", actor=current_user)
+    db.session.commit()
+    if raw == "1":
+        notice = _("No more SMS to this client. %(count)s planned SMS cancelled.", count=cancelled)
+    else:
+        notice = _("SMS reminders allowed again for new and moved appointments.")
+    if request.headers.get("HX-Request"):
+        return _client_section_page(client, notice)
+    flash(notice, "success")
+    return redirect(url_for("clients.card", client_id=client.id) + "#appointments")
+
+
+# --- the public SMS stop page -----------------------------------------------------------------
+
+
+@public
+def sms_stop(token: str) -> ResponseReturnValue:
+    """/sms/stop/<token>, the link in every SMS. GET shows a button and changes
+    nothing (link checkers and previews open links); POST opts the client out."""
+    client_id = reminders.client_for_stop_token(token)
+    client = db.session.get(Client, client_id) if client_id is not None else None
+    if client is None:
+        return render("appointments/sms_stop_invalid.html", status=400)
+    form = FlaskForm()
+    done = client.sms_opt_out_at is not None
+    error = ""
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            error = _("The page expired; press the button again.")
+        else:
+            if not done:
+                reminders.set_sms_opt_out(client, True)
+                db.session.commit()
+            done = True
+    return render(
+        "appointments/sms_stop.html",
+        form=form,
+        done=done,
+        error=error,
+        business=organisation().name,
+    )
+
+
+@bp.record_once
+def _public_routes(state: Any) -> None:
+    # At the site root (short SMS links), outside the blueprint's /appointments prefix.
+    state.app.add_url_rule(
+        "/sms/stop/<token>",
+        endpoint="appointments.sms_stop",
+        view_func=sms_stop,
+        methods=["GET", "POST"],
     )
 
 
@@ -600,7 +693,18 @@ def _spec(form: ServiceForm) -> ServiceSpec:
         max_days_ahead=form.max_days_ahead.data or 1,
         required_data=list(form.required_data.data or []),
         staff_ids=[int(v) for v in form.staff_ids.data or [] if v.isdigit()],
+        reminder_channels=list(form.reminder_channels.data or []),
+        send_confirmation=bool(form.send_confirmation.data),
+        reminder_days_before=_or(form.reminder_days_before.data, 1),
+        reminder_hour=_or(form.reminder_hour.data, 18),
+        online_booking=bool(form.online_booking.data),
+        cancel_cutoff_hours=_or(form.cancel_cutoff_hours.data, 24),
     )
+
+
+def _or(value: int | None, default: int) -> int:
+    # An emptied number field keeps the default rather than meaning 0.
+    return default if value is None else int(value)
 
 
 def _service_form_page(form: ServiceForm, service: Service | None) -> ResponseReturnValue:
@@ -635,6 +739,7 @@ def service_edit(service_id: int) -> ResponseReturnValue:
         form.price.data = "" if service.price is None else f"{service.price:.2f}"
         form.staff_ids.data = [str(u.id) for u in service.staff]
         form.required_data.data = list(service.required_data or [])
+        form.reminder_channels.data = list(service.reminder_channels or [])
     if form.validate_on_submit():
         if services.name_taken(form.name.data or "", service):
             form.name.errors = [_("A service with this name exists already.")]
@@ -837,3 +942,6 @@ def delete_block(user_id: int, block_id: int) -> ResponseReturnValue:
     db.session.commit()
     flash(_("Block removed."), "success")
     return redirect(_hours_url(user))
+
+
+from crm.appointments import feeds_views  # noqa: E402, F401  (its routes, on this blueprint)

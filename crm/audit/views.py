@@ -108,6 +108,10 @@ ACTIONS = {
     "privacy.export_cli": _l("Data exported (command line)"),
     "client.restrict": _l("Processing restricted"),
     "client.restriction_lift": _l("Restriction lifted"),
+    "calendar_feed.create": _l("Calendar link made"),
+    "calendar_feed.revoke": _l("Calendar link revoked"),
+    "client.sms_opt_out": _l("SMS opt-out set"),
+    "client.sms_opt_in": _l("SMS opt-out cleared"),
 }
 
 

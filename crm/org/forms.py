@@ -5,10 +5,13 @@ import zoneinfo
 import phonenumbers
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Email, Length, Optional
+from wtforms import SelectField, StringField, TextAreaField, URLField
+from wtforms.validators import URL, DataRequired, Email, Length, Optional
 
 from crm import LANGUAGES
+from crm.appointments.models import FeedDetail
+from crm.consents.forms import BASIS_LABELS
+from crm.consents.models import LegalBasis
 from crm.web.forms import options
 
 CURRENCIES = ["PLN", "EUR", "CZK", "CHF", "GBP", "HUF", "USD"]
@@ -58,6 +61,40 @@ class OrganisationForm(FlaskForm):
         _l("Default currency"), choices=options((c, c) for c in CURRENCIES)
     )
     default_locale = SelectField(_l("Default language"), choices=options((c, c) for c in LANGUAGES))
+    privacy_notice_url = URLField(
+        _l("Privacy notice link"),
+        description=_l(
+            "Where the short information clauses on public pages (online booking) link "
+            "to. Leave empty to use the notice generated from these settings and the "
+            "register of purposes."
+        ),
+        validators=[Optional(), URL(require_tld=False), Length(max=500)],
+    )
+    calendar_feed_detail = SelectField(
+        _l("Staff calendar feeds show"),
+        description=_l(
+            "Feeds are read by phones and calendar services outside the CRM: show as "
+            "little about the client as your staff need."
+        ),
+        choices=options(
+            [
+                (FeedDetail.BOOKED.value, _l("Only “Booked” and the service")),
+                (FeedDetail.FIRST_NAME.value, _l("The client's first name and the service")),
+            ]
+        ),
+    )
+    reminders_basis = SelectField(
+        _l("Legal basis of appointment reminders"),
+        description=_l(
+            "Recorded on the “Appointment reminders” purpose in the consent ledger. "
+            "With consent, reminders go only to clients who agreed; with a contract or "
+            "a legitimate interest, to every client who has not objected."
+        ),
+        choices=options(
+            (basis.value, BASIS_LABELS[basis.value])
+            for basis in (LegalBasis.LEGITIMATE_INTEREST, LegalBasis.CONTRACT, LegalBasis.CONSENT)
+        ),
+    )
 
     def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)

@@ -30,6 +30,7 @@ from typing import Any
 
 # Modules that declare periodic jobs; a new domain adds its own here.
 JOB_MODULES: list[str] = [
+    "crm.appointments.tasks",
     "crm.campaigns.tasks",
     "crm.consents.tasks",
     "crm.mailing.tasks",

@@ -15,7 +15,7 @@ def test_demo_fills_purposes_and_consents(app):
         stats = fill_demo(80, seed=3)
         assert stats["consent events"] > 40
         keys = set(db.session.scalars(select(ConsentPurpose.key)))
-        assert {"newsletter", "sms_reminders", "contract"} <= keys
+        assert {"newsletter", "reminders", "contract"} <= keys
         events = db.session.scalar(select(func.count()).select_from(ConsentEvent))
         assert events >= stats["consent events"]  # plus the expiries the sweep recorded
         before = {

@@ -647,6 +647,8 @@ def test_recipients_are_an_organisation_setting(app: Flask, admin_client: FlaskC
         "timezone": "Europe/Warsaw",
         "default_currency": "PLN",
         "default_locale": "pl",
+        "reminders_basis": "f",
+        "calendar_feed_detail": "booked",
     }
     page = admin_client.get("/admin/organisation/").get_data(as_text=True)
     assert "Recipients and processors" in page

@@ -46,6 +46,7 @@ ALLOWED = {
     "privacy.start_export": "the person's access to their data",
     "privacy.finish_rectification": "rectification answers the contested accuracy",
     "appointments.cancel": "cancelling only stops processing",
+    "appointments.sms_opt_out": "stopping SMS is always allowed (turning them on is refused)",
 }
 CLIENT_ARGS = {"client_id", "note_id", "attachment_id", "task_id", "deal_id", "appointment_id"}
 
