@@ -78,6 +78,9 @@ def serve_command(host: str, port: int, threads: int) -> None:
     )
     mail = app.config.get("CRM_SMTP_URL") or f"files in {app.config['CRM_OUTBOX_DIR']}"
     click.echo(f"CRM on http://{host}:{port}  ({mode}; email to {mail})")
+    from crm import settle_heap
+
+    settle_heap()
     try:
         serve(app, host=host, port=port, threads=threads, ident="crm")
     finally:

@@ -51,11 +51,12 @@ class AppContextMiddleware(Middleware):
         # init_app imports every tasks module) declares the actors before the worker
         # starts, so the worker process consumes their queues.
         if _state["app"] is None:
-            from crm import create_app
+            from crm import create_app, settle_heap
 
             with _lock:
                 if _state["app"] is None:
                     _state["app"] = create_app()
+                    settle_heap()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         app = _state["app"]
@@ -113,6 +114,8 @@ def init_app(app: Flask) -> None:
 
 def import_actors() -> None:
     """Import every domain's tasks module so its actors are declared on the broker."""
+    import crm.appointments.tasks
+    import crm.booking.services
     import crm.campaigns.tasks
     import crm.mail
     import crm.mailing.tasks

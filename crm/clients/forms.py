@@ -73,7 +73,29 @@ def country_choices() -> list[SelectChoice]:
     return options([("", "—"), *((c, names.get(c, c)) for c in codes)])
 
 
-class ClientCoreForm(FlaskForm):
+class ContactValidation:
+    """Email and phone fields checked and normalised the way client records store them
+    (phone numbers to E.164, read in `phone_region` when typed without a prefix). A
+    mixin for every form that takes a client's contact details."""
+
+    phone_region = "PL"
+
+    def validate_email(self, field: Field) -> None:
+        if field.data and field.data.strip():
+            try:
+                field.data = parse_email(field.data.strip())
+            except FieldValueError as exc:
+                raise ValidationError(str(exc)) from None
+
+    def validate_phone(self, field: Field) -> None:
+        if field.data and field.data.strip():
+            try:
+                field.data = parse_phone(field.data.strip(), self.phone_region)
+            except FieldValueError as exc:
+                raise ValidationError(str(exc)) from None
+
+
+class ClientCoreForm(ContactValidation, FlaskForm):
     first_name = StringField(
         _l("First name"), validators=[Length(max=100)], render_kw={"autocomplete": "off"}
     )
@@ -96,7 +118,6 @@ class ClientCoreForm(FlaskForm):
         _l("Tags"), description=_l("Separate tags with commas."), validators=[Length(max=500)]
     )
 
-    phone_region = "PL"
     custom_fields: Sequence[CustomField] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -113,20 +134,6 @@ class ClientCoreForm(FlaskForm):
             self.owner_id.choices = options(
                 [("", _l("Nobody"))] + [(str(uid), name or email) for uid, name, email in users]
             )
-
-    def validate_email(self, field: Field) -> None:
-        if field.data and field.data.strip():
-            try:
-                field.data = parse_email(field.data.strip())
-            except FieldValueError as exc:
-                raise ValidationError(str(exc)) from None
-
-    def validate_phone(self, field: Field) -> None:
-        if field.data and field.data.strip():
-            try:
-                field.data = parse_phone(field.data.strip(), self.phone_region)
-            except FieldValueError as exc:
-                raise ValidationError(str(exc)) from None
 
     def validate_owner_id(self, field: Field) -> None:
         if field.data and field.data not in option_values(field.choices):

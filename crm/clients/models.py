@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, Text
+from sqlalchemy import Column, ForeignKey, Index, String, Table, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.extensions import db
@@ -35,6 +35,8 @@ class Client(db.Model):
         Index("ix_clients_created_order", "created_at", "id"),
         Index("ix_clients_updated_order", "updated_at", "id"),
         Index("ix_clients_email_order", "email", "id"),
+        # Matching a typed address case-insensitively (online booking, web forms).
+        Index("ix_clients_email_lower", text("lower(email)")),
         Index("ix_clients_city_order", "city", "id"),
         Index("ix_clients_company_order", "company", "id"),
     )

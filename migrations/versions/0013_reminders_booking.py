@@ -92,6 +92,8 @@ def upgrade():
     op.add_column("appointments", sa.Column("public_token", sa.String(length=43), nullable=True))
     op.create_index("ix_appointments_public_token", "appointments", ["public_token"], unique=True)
     op.add_column("clients", sa.Column("sms_opt_out_at", sa.DateTime(), nullable=True))
+    # Online booking matches a typed email case-insensitively: lower(email) = ...
+    op.create_index("ix_clients_email_lower", "clients", [sa.text("lower(email)")], unique=False)
     op.add_column(
         "organisation",
         sa.Column("privacy_notice_url", sa.String(length=500), nullable=False, server_default=""),
@@ -109,6 +111,7 @@ def downgrade():
     # on tables that name clients.
     op.execute("ALTER TABLE organisation DROP COLUMN calendar_feed_detail")
     op.execute("ALTER TABLE organisation DROP COLUMN privacy_notice_url")
+    op.drop_index("ix_clients_email_lower", table_name="clients")
     op.execute("ALTER TABLE clients DROP COLUMN sms_opt_out_at")
     op.drop_index("ix_appointments_public_token", table_name="appointments")
     op.execute("ALTER TABLE appointments DROP COLUMN public_token")

@@ -1,0 +1,1 @@
+"""Public online booking (/book) and the client's signed manage link."""
