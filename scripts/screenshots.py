@@ -305,6 +305,22 @@ def take_all(page: Page, shooter: Shooter, client_id: int, mailing: dict[str, st
     shot("appointment-service-new")
     page.goto("/appointments/hours")
     shot("working-hours")
+    page.goto("/admin/organisation/")
+    shot("organisation")
+    # Public pages, as a customer sees them (the session does not change them).
+    page.goto("/privacy")
+    shot("privacy-notice")
+    page.goto("/book")
+    shot("book-services")
+    page.locator(".booking-services a[role=button]").first.click()
+    page.locator("h1").wait_for()
+    shot("book-slots")
+    times = page.locator(".booking-times a")
+    if times.count() == 0:
+        page.locator("a[rel=next]").first.click()
+    page.locator(".booking-times a").first.click()
+    page.locator("form.booking-form").wait_for()
+    shot("book-details")
 
 
 def run(out: Path, clients: int, chromium: str) -> int:
