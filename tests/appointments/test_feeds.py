@@ -367,6 +367,10 @@ def test_panel_permissions(app, client, data):  # type: ignore[no-untyped-def]
     # A user who may only see the calendar manages their own link...
     login(client, "viewer@example.com")
     assert client.get("/appointments/calendar-feed").status_code == 200
+    # The calendar links a viewer (who has no hours page) to their subscription.
+    assert 'href="/appointments/calendar-feed"' in client.get("/appointments/").get_data(
+        as_text=True
+    )
     assert client.post("/appointments/calendar-feed/create").status_code == 200
     with app.app_context():
         own = db.session.scalar(
