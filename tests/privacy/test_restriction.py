@@ -278,12 +278,29 @@ def test_card_banner_restrict_form_and_lifting(app, admin_client, restricted):
     card = admin_client.get(f"/clients/{restricted['client']}").get_data(as_text=True)
     assert "restriction-banner" in card and "Accuracy contested by the client" in card
     assert "Edit all" not in card  # no inline editors either
+    # Nor forms that would only answer 409: new note, file upload, new deal, stage moves.
+    for marker in (
+        'class="note-form"',
+        'class="upload-form"',
+        "Add deal",
+        'class="stage-form"',
+        "Add task",
+    ):
+        assert marker not in card, marker
     page = admin_client.get(f"/clients/{restricted['client']}/restriction")
     assert page.status_code == 200 and "Lift the restriction" in page.get_data(as_text=True)
     lifted = admin_client.post(f"/clients/{restricted['client']}/restriction", data={})
     assert lifted.status_code == 302
     card = admin_client.get(f"/clients/{restricted['client']}").get_data(as_text=True)
     assert "restriction-banner" not in card and "Edit all" in card
+    for marker in (
+        'class="note-form"',
+        'class="upload-form"',
+        "Add deal",
+        'class="stage-form"',
+        "Add task",
+    ):
+        assert marker in card, marker
     edited = admin_client.post(
         f"/clients/{restricted['client']}/groups/name/edit",
         data={"first_name": "Jürgen", "last_name": "Müller-Lüdenscheidt"},
